@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a machine that has only python3 and pip:
+#   make demo   run the main job on its built-in default
+#   make test   install pnref with its test extras and run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv demo test lint bench warmup clean
+
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m pnref demo
+
+test: $(STAMP)
+	$(PY) -m ruff check pnref tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check pnref tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_ops.py
+
+warmup: $(STAMP)
+	$(PY) -m pnref warmup
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

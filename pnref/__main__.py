@@ -1,0 +1,5 @@
+"""``python -m pnref``: the command-line interface."""
+
+from pnref.cli import main
+
+raise SystemExit(main())
