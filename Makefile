@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: all venv demo test lint bench warmup clean
+.PHONY: all venv demo test lint bench warmup docs clean
 
 all: test
 
@@ -35,6 +36,15 @@ bench: $(STAMP)
 
 warmup: $(STAMP)
 	$(PY) -m pnref warmup
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# The documentation site (mkdocs.yml): --strict turns a broken page, link or docstring into a
+# failure. Output in build/site/.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -10,12 +10,171 @@ import argparse
 import sys
 
 from pnref._version import __version__
+from pnref.golden.cli import add_golden_parser
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pnref.demo import run_demo
 
     return run_demo()
+
+
+def _cmd_experiment_power(args: argparse.Namespace) -> int:
+    from pnref.experiments.power import PowerSettings, run_and_save
+
+    given = {
+        name: getattr(args, name)
+        for name in ("width", "depth", "image_size", "inputs", "groups", "seed")
+        if getattr(args, name) is not None
+    }
+    norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
+    run_and_save(
+        PowerSettings(**given),
+        norms,
+        args.csv,
+        None if args.no_figure else args.figure,
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from pnref.nn import TrainConfig, load_dataset, train
+
+    options = {"groups": args.groups, "backend": args.backend}
+    if args.model == "cnn":
+        options.update(widths=tuple(args.widths), residual=args.residual)
+    else:
+        options.update(hidden=tuple(args.widths))
+    config = TrainConfig(
+        model=args.model, norm=args.norm, batch_size=args.batch_size, epochs=args.epochs,
+        seed=args.seed, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        decay_proxy=not args.no_proxy_decay, model_options=options,
+    )
+    result = train(config, load_dataset(args.dataset), progress=not args.quiet)
+    print(
+        f"{args.model} {args.norm} batch {args.batch_size}: test accuracy "
+        f"{result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, train accuracy "
+        f"{result['train_accuracy']:.4f}, train loss {result['train_loss']:.4f}, "
+        f"{result['steps']} steps in {result['seconds']:.1f} s"
+        + (" (DIVERGED)" if result["diverged"] else "")
+    )
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a small network with a chosen norm (pnref.nn)",
+        description="Train an MLP or a small CNN with SGD + momentum and a cosine schedule; "
+        "print the final metrics and write them as JSON (docs/training.md).",
+    )
+    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    p.add_argument("--norm", default="gn+pn",
+                   help="none, bn, ln, in, gn, ln+pn, gn+pn, ln+ws, gn+ws (default gn+pn)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--no-proxy-decay", action="store_true",
+                   help="no weight decay on PN's gamma~ and beta~ (the official code decays them)")
+    p.add_argument("--widths", type=int, nargs="+", default=[16, 32],
+                   help="CNN stage channels or MLP hidden sizes (default 16 32)")
+    p.add_argument("--groups", type=int, default=4, help="groups of gn (default 4)")
+    p.add_argument("--residual", action="store_true", help="a residual block in each CNN stage")
+    p.add_argument("--backend", choices=("numpy", "numba"), default="numpy",
+                   help="implementation of the fused norm blocks")
+    p.add_argument("--dataset", choices=("digits", "synthetic"), default="digits",
+                   help="digits needs scikit-learn (pnref[data]); default digits")
+    p.add_argument("--output", default="train_metrics.json", help="JSON output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_experiment_batch_size(args: argparse.Namespace) -> int:
+    from pnref.experiments.batch_size import BatchSizeSettings, run_and_save
+
+    given = {}
+    if args.norms:
+        given["norms"] = tuple(n.strip() for n in args.norms.split(","))
+    for name in ("batch_sizes", "seeds", "widths"):
+        if getattr(args, name):
+            given[name] = tuple(getattr(args, name))
+    if args.epochs is not None:
+        given["epochs"] = args.epochs
+    run_and_save(BatchSizeSettings(dataset=args.dataset, **given), args.out_dir,
+                 plot=not args.no_plot)
+    return 0
+
+
+def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
+    p = experiments.add_parser(
+        "batch-size",
+        help="test accuracy against batch size for each norm (small CNN, digits)",
+        description="Each norm x batch sizes x seeds trains the small CNN; writes a CSV, a "
+        "Markdown table and a PNG plot (docs/training.md).",
+    )
+    p.add_argument("--norms", help="comma-separated subset of the norms (default all nine)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default 2 4 16 64")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2")
+    p.add_argument("--epochs", type=int, help="default 4")
+    p.add_argument("--widths", type=int, nargs="+", help="CNN stage channels (default 16 32)")
+    p.add_argument("--dataset", choices=("digits", "synthetic"), default="digits")
+    p.add_argument("--out-dir", default="batch_size_results", help="output folder")
+    p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    p.set_defaults(func=_cmd_experiment_batch_size)
+
+
+def _add_experiment_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="reproduce the paper's experiments")
+    p.set_defaults(func=lambda _args: p.print_help() or 0)
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+
+    power = experiments.add_parser(
+        "power",
+        help="power plots: where the power of the normalized pre-activations goes with depth",
+        description="Random ReLU network with circular 3x3 convolutions; for each norm and "
+        "layer, the shares of the channel-wise constant part, the instance-mean variability "
+        "and the within-instance variation (docs/experiments.md).",
+    )
+    power.add_argument("--width", type=int, help="channels at every layer (default 128)")
+    power.add_argument("--depth", type=int, help="number of layers (default 50)")
+    power.add_argument("--image-size", type=int, help="image height and width (default 16)")
+    power.add_argument("--inputs", type=int, help="number of noise images (default 64)")
+    power.add_argument("--groups", type=int, help="groups of GN and GN+PN (default 4)")
+    power.add_argument("--seed", type=int, help="seed of the random draw (default 0)")
+    power.add_argument(
+        "--norms", help="comma-separated subset of BN,IN,LN,GN,LN+PN,GN+PN,LN+WS (default all)"
+    )
+    power.add_argument("--csv", default="power.csv", help="CSV output (default power.csv)")
+    power.add_argument("--figure", default="power.png", help="PNG output (default power.png)")
+    power.add_argument(
+        "--no-figure", action="store_true", help="write the CSV only (no matplotlib needed)"
+    )
+    power.set_defaults(func=_cmd_experiment_power)
+    _add_batch_size_parser(experiments)
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile (or load from Numba's disk cache) every fused kernel and say how long it took."""
+    import time
+
+    start = time.perf_counter()
+    from pnref.kernels import warmup
+
+    timings = warmup()
+    for name, seconds in timings.items():
+        if name != "total":
+            print(f"  {name:<18} {seconds:8.2f} s")
+    print(f"pnref warmup: compiled and cached every kernel in "
+          f"{time.perf_counter() - start:.1f} s (import included)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on its built-in default")
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("warmup", help="compile and cache the fast-path Numba kernels")
+    p.set_defaults(func=_cmd_warmup)
+    _add_train_parser(sub)
+    _add_experiment_parser(sub)
+    add_golden_parser(sub)
     return parser
 
 

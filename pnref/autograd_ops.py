@@ -1,0 +1,132 @@
+"""Layer-1/2 ops registered as autograd primitives with their hand-derived VJPs.
+
+``autograd.grad`` of a loss built from these functions calls pnref's own backward passes:
+each primitive here wraps one forward function and its ``<op>_vjp``, which is computed once
+per backward pass and shared among every argument autograd asks a gradient for.
+
+Differentiable arguments are the array arguments (data, gamma, beta, gamma~, beta~,
+running statistics); integers (``groups``) and keyword options (``eps``, ``axis``,
+``activation``, ``method``, ``n``, ``backend``) are constants. An argument passed as
+``None`` (an absent gamma/beta) is never traced.
+
+Example
+-------
+>>> import autograd, numpy as np
+>>> from pnref import autograd_ops as ops
+>>> x = np.random.default_rng(0).normal(size=(4, 3, 5))
+>>> g = autograd.grad(lambda gamma: ops.layer_norm(x, gamma).sum() ** 2)(np.ones(3))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from autograd.extend import defvjp_argnums, primitive
+
+from pnref import norms as _norms
+from pnref.activations import activation as _make_activation
+from pnref.blocks import norm_act as _norm_act
+from pnref.blocks import norm_act_vjp as _norm_act_vjp
+from pnref.blocks import norm_pn_act as _norm_pn_act
+from pnref.blocks import norm_pn_act_vjp as _norm_pn_act_vjp
+from pnref.pn_act import act as _act
+from pnref.pn_act import act_vjp as _act_vjp
+from pnref.pn_act import pn_act as _pn_act
+from pnref.pn_act import pn_act_vjp as _pn_act_vjp
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_eval",
+    "instance_norm",
+    "group_norm",
+    "layer_norm",
+    "weight_standardization",
+    "activation",
+    "act",
+    "pn_act",
+    "norm_act",
+    "norm_pn_act",
+    "make_primitive",
+]
+
+
+def make_primitive(
+    forward: Callable[..., np.ndarray],
+    vjp: Callable[..., tuple],
+    grad_positions: tuple[int, ...],
+) -> Callable[..., np.ndarray]:
+    """Wrap ``forward`` as an autograd primitive whose backward pass is ``vjp``.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(*args, **kwargs) -> ndarray``.
+    vjp : callable
+        ``vjp(g, *args, **kwargs) -> tuple``: one gradient per entry of ``grad_positions``,
+        in that order (the layer-1 VJP contract).
+    grad_positions : tuple of int
+        The positional indices of ``forward``'s differentiable arguments, in the order
+        ``vjp`` returns their gradients.
+
+    Returns
+    -------
+    callable
+        Same signature as ``forward``, traceable by autograd.
+    """
+    prim = primitive(forward)
+    slot_of = {position: slot for slot, position in enumerate(grad_positions)}
+
+    def vjp_maker(argnums, ans, args, kwargs):
+        unknown = [a for a in argnums if a not in slot_of]
+        if unknown:
+            raise NotImplementedError(
+                f"{forward.__name__} has no gradient for positional argument(s) {unknown}"
+            )
+
+        def backward(g):
+            grads = vjp(g, *args, **kwargs)
+            return tuple(grads[slot_of[a]] for a in argnums)
+
+        return backward
+
+    defvjp_argnums(prim, vjp_maker)
+    return prim
+
+
+# --- normalizations -------------------------------------------------------------------------
+batch_norm = make_primitive(_norms.batch_norm, _norms.batch_norm_vjp, (0, 1, 2))
+instance_norm = make_primitive(_norms.instance_norm, _norms.instance_norm_vjp, (0, 1, 2))
+layer_norm = make_primitive(_norms.layer_norm, _norms.layer_norm_vjp, (0, 1, 2))
+group_norm = make_primitive(_norms.group_norm, _norms.group_norm_vjp, (0, 2, 3))
+batch_norm_eval = make_primitive(
+    _norms.batch_norm_eval, _norms.batch_norm_eval_vjp, (0, 1, 2, 3, 4)
+)
+weight_standardization = make_primitive(
+    _norms.weight_standardization, _norms.weight_standardization_vjp, (0,)
+)
+
+# --- activation steps -----------------------------------------------------------------------
+act = make_primitive(_act, _act_vjp, (0, 1, 2))
+pn_act = make_primitive(_pn_act, _pn_act_vjp, (0, 1, 2, 3, 4))
+
+
+def _activation_forward(z: np.ndarray, name: str = "relu", **params) -> np.ndarray:
+    return _make_activation(name, **params).f(z)
+
+
+def _activation_vjp(g: np.ndarray, z: np.ndarray, name: str = "relu", **params) -> tuple:
+    return (g * _make_activation(name, **params).df(z),)
+
+
+activation = make_primitive(_activation_forward, _activation_vjp, (0,))
+activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see :func:`pnref.activation`).
+
+    Equations
+    ---------
+    out = phi(z);   dz = g * phi'(z)   (the left derivative at a kink)
+    """
+
+# --- fused blocks (``backend="numpy"`` or ``"numba"``) -------------------------------------
+norm_act = make_primitive(_norm_act, _norm_act_vjp, (0, 1, 2))
+norm_pn_act = make_primitive(_norm_pn_act, _norm_pn_act_vjp, (0, 1, 2, 3, 4))

@@ -1,0 +1,25 @@
+"""Golden test vectors: generate suites of cases and verify other implementations against them.
+
+- :mod:`pnref.golden.cases` the case set, :mod:`pnref.golden.profiles` the conventions;
+- :mod:`pnref.golden.generate` writes a suite, :mod:`pnref.golden.format` is its file format;
+- :mod:`pnref.golden.tolerances` the tolerance policy;
+- :mod:`pnref.golden.adapter` the adapter protocol and the default (pnref) adapter;
+- :mod:`pnref.golden.verify` runs an adapter on a suite and reports.
+
+The format is documented in ``docs/golden-format.md``, the verification tool in
+``docs/verification.md``. This package is the top layer: nothing below imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["BUNDLED_SUITE", "bundled_suite_dir"]
+
+#: Name of the suite committed inside the package.
+BUNDLED_SUITE = "canonical"
+
+
+def bundled_suite_dir() -> Path:
+    """Directory of the canonical suite shipped with pnref (``pnref/data/golden/canonical``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "golden" / BUNDLED_SUITE

@@ -1,0 +1,412 @@
+r"""Fused Numba kernels: norm -> affine -> activation -> proxy normalization.
+
+One forward and one backward kernel serve every block of :mod:`pnref.kernels`:
+group norm (so layer and instance norm), training-mode batch norm, PN-Act and the plain
+affine + activation step (which is PN-Act with proxy mean 0 and inverse proxy std 1).
+
+Data layout
+-----------
+The caller hands a C-contiguous 3-d view ``x3``: ``(N, C, S)`` channels-first or
+``(N, S, C)`` channels-last, ``S`` the product of the spatial sizes.
+
+Units of work
+-------------
+The work is split into independent *units*: a block of ``unit_samples`` samples times a
+block of ``unit_channels`` channels. Inside a unit, every run of ``channels_per_stat``
+channels shares one mean and one variance (a *statistics group*).
+
+========================= ============== =============== ===================
+norm                      unit_samples   unit_channels   channels_per_stat
+========================= ============== =============== ===================
+group norm, G groups      1              C / G           C / G
+batch norm                N              1 or a block    1
+========================= ============== =============== ===================
+
+Units share no statistics, so ``prange`` runs over units only. Every sum inside a unit
+is accumulated by one thread in a fixed order, and the per-channel gradient sums each
+unit produces go to its own row of a partial-sum array that the caller reduces in a
+fixed order: the results are bit-identical for any number of threads.
+
+Numerics
+--------
+``fastmath`` is off and ``error_model="numpy"`` (0/0 is NaN, no exception). All
+arithmetic is float64 whatever the data dtype. The statistics are two-pass: the mean
+first, then the corrected sums of squared deviations,
+``var = (sum d^2 - (sum d)^2 / count) / count`` with ``d = x - mean`` (the second term
+removes the error of the rounded mean). A unit is small enough to stay in cache, so
+its second and later passes cost no memory traffic.
+
+Equations
+---------
+Forward, for statistics group ``t`` of channel ``c``:
+
+.. math::
+    \hat x = (x - m_t)\, r_t, \quad r_t = (v_t + \epsilon_n)^{-1/2}, \quad
+    a = \phi(\gamma_c \hat x + \beta_c), \quad \mathrm{out} = (a - \mu_c)\, \rho_c
+
+with ``mu_c`` the proxy mean and ``rho_c`` the inverse proxy std (0 and 1 for the plain
+block). Backward, with ``t = dout * rho_c * phi'(gamma_c xhat + beta_c)``:
+
+.. math::
+    d\beta_c = \textstyle\sum t, \quad d\gamma_c = \sum t \hat x, \quad
+    dx = r_t\big(\gamma_c t - \overline{\gamma t} - \hat x\, \overline{\gamma t \hat x}\big)
+
+(bars: means over the statistics group), plus the two sums the proxy-moment path needs,
+``sum dout`` and ``sum dout * (a - mu_c)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from pnref.kernels._activation_rows import (
+    activate_row,
+    activate_row_with_slope,
+    backward_row,
+    forward_row,
+)
+
+__all__ = ["fused_backward", "fused_forward"]
+
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": False}
+
+
+# --------------------------------------------------------------------------- reductions
+# Without fastmath LLVM may not reorder a floating-point sum, so a plain ``total += v``
+# loop runs at one addition per add-latency. The kernels instead accumulate rows into a
+# float64 buffer element by element (independent lanes, vectorised) and finish with
+# ``_fold_sum``, a pairwise tree built from elementwise loops: vectorised, in a fixed
+# order, and more accurate than a serial sum (error growth log2(length), not length).
+
+
+@njit(**_JIT)
+def _fold_sum(buffer, length: int) -> float:
+    """Pairwise sum of ``buffer[:length]`` (overwritten): fold the tail onto the head.
+
+    Folding stops at 16 values, which are then added in order: the short folds would
+    cost more in loop set-up than they save.
+    """
+    while length > 16:
+        half = length // 2
+        keep = length - half
+        head = buffer[:half]  # two views: LLVM then sees two arrays and vectorises
+        tail = buffer[keep:keep + half]
+        for i in range(half):
+            head[i] += tail[i]
+        length = keep
+    total = 0.0
+    for i in range(length):
+        total += buffer[i]
+    return total
+
+
+@njit(**_JIT)
+def _accumulate_row(buffer, row, length: int) -> None:
+    """``buffer[i] += row[i]`` (float64 accumulation of any data dtype)."""
+    for i in range(length):
+        buffer[i] += row[i]
+
+
+@njit(**_JIT)
+def _accumulate_rows(buffer, rows, length: int) -> None:
+    """``buffer[i] += sum over r of rows[r, i]``, four rows at a time (fewer buffer passes)."""
+    count = rows.shape[0]
+    body = count - count % 4
+    for r in range(0, body, 4):
+        for i in range(length):
+            # Each value widened first: a float32 + float32 sum would round in float32.
+            v0, v1 = np.float64(rows[r, i]), np.float64(rows[r + 1, i])
+            v2, v3 = np.float64(rows[r + 2, i]), np.float64(rows[r + 3, i])
+            buffer[i] += (v0 + v1) + (v2 + v3)
+    for r in range(body, count):
+        for i in range(length):
+            buffer[i] += rows[r, i]
+
+
+@njit(**_JIT)
+def _accumulate_centered_rows(deviation, squares, rows, center: float, length: int) -> None:
+    """``deviation[i] += sum_r d`` and ``squares[i] += sum_r d^2``, ``d = rows[r, i] - center``."""
+    count = rows.shape[0]
+    body = count - count % 4
+    for r in range(0, body, 4):
+        for i in range(length):
+            d0 = rows[r, i] - center
+            d1 = rows[r + 1, i] - center
+            d2 = rows[r + 2, i] - center
+            d3 = rows[r + 3, i] - center
+            deviation[i] += (d0 + d1) + (d2 + d3)
+            squares[i] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+    for r in range(body, count):
+        for i in range(length):
+            d0 = rows[r, i] - center
+            deviation[i] += d0
+            squares[i] += d0 * d0
+
+
+# --------------------------------------------------------------------------- units
+
+
+@njit(**_JIT)
+def _unit_bounds(unit, channel_blocks, unit_samples, unit_channels, channels):
+    """(sample block, n0, n1, c0, c1) of a unit: samples [n0, n1), channels [c0, c1)."""
+    sample_block = unit // channel_blocks
+    c0 = (unit - sample_block * channel_blocks) * unit_channels
+    n0 = sample_block * unit_samples
+    return sample_block, n0, n0 + unit_samples, c0, min(c0 + unit_channels, channels)
+
+
+@njit(**_JIT)
+def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
+                     channel_mean, channel_rstd, scratch_a, scratch_b):
+    """Two-pass mean and inverse std of each statistics group of a unit.
+
+    Writes, for each channel ``j`` of the unit (``c0 + j``), the mean and
+    ``1 / sqrt(var + norm_eps)`` of its statistics group; returns the group size.
+    Channels-first units are one statistics group (``c1 - c0 == channels_per_stat``);
+    their rows are accumulated into the float64 scratch rows ``scratch_a``,
+    ``scratch_b`` (length S) and folded pairwise. Channels-last units keep one
+    accumulator per channel (lanes along the contiguous channel axis).
+    """
+    width = c1 - c0
+    k = channels_per_stat
+    positions = x3.shape[1] if channels_last else x3.shape[2]
+    count = (n1 - n0) * k * positions
+
+    if not channels_last:
+        # Pass 1: the mean.
+        scratch_a[:positions] = 0.0
+        for n in range(n0, n1):
+            _accumulate_rows(scratch_a, x3[n, c0:c1], positions)
+        mean = _fold_sum(scratch_a, positions) / count
+        # Pass 2: corrected sum of squared deviations.
+        scratch_a[:positions] = 0.0
+        scratch_b[:positions] = 0.0
+        for n in range(n0, n1):
+            _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], mean, positions)
+        d_total = _fold_sum(scratch_a, positions)
+        q_total = _fold_sum(scratch_b, positions)
+        var = (q_total - d_total * d_total / count) / count
+        if var < 0.0:  # only by rounding; NaN passes through
+            var = 0.0
+        rstd = 1.0 / math.sqrt(var + norm_eps)
+        channel_mean[:width] = mean
+        channel_rstd[:width] = rstd
+        return count
+
+    # Channels-last. Pass 1: per-channel sums, then one mean per statistics group.
+    sums = np.zeros(width)
+    for n in range(n0, n1):
+        for s in range(positions):
+            _accumulate_row(sums, x3[n, s, c0:c1], width)
+    for first in range(0, width, k):
+        total = 0.0
+        for j in range(first, first + k):
+            total += sums[j]
+        for j in range(first, first + k):
+            channel_mean[j] = total / count
+
+    # Pass 2: per-channel sums of deviations and squared deviations.
+    deviation = np.zeros(width)
+    squares = np.zeros(width)
+    for n in range(n0, n1):
+        for s in range(positions):
+            for j in range(width):
+                d = x3[n, s, c0 + j] - channel_mean[j]
+                deviation[j] += d
+                squares[j] += d * d
+    for first in range(0, width, k):
+        d_total = 0.0
+        q_total = 0.0
+        for j in range(first, first + k):
+            d_total += deviation[j]
+            q_total += squares[j]
+        var = (q_total - d_total * d_total / count) / count
+        if var < 0.0:  # only by rounding; NaN passes through
+            var = 0.0
+        rstd = 1.0 / math.sqrt(var + norm_eps)
+        for j in range(first, first + k):
+            channel_rstd[j] = rstd
+    return count
+
+
+@njit(**_JIT)
+def _unit_count(x3, channels_last, unit_samples, unit_channels):
+    """Number of units: sample blocks times channel blocks."""
+    channels = x3.shape[2] if channels_last else x3.shape[1]
+    channel_blocks = (channels + unit_channels - 1) // unit_channels
+    return (x3.shape[0] // unit_samples) * channel_blocks, channel_blocks, channels
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@njit(parallel=True, **_JIT)
+def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_stat, norm_eps,
+                  gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha, out3):
+    """Forward of norm -> affine -> activation -> proxy normalization, into ``out3``.
+
+    Parameters
+    ----------
+    x3, out3 : ndarray (N, C, S) or (N, S, C), C-contiguous, same dtype (float32/64)
+    channels_last : bool
+    unit_samples, unit_channels, channels_per_stat : int
+        The units of work and statistics groups (module docstring).
+    norm_eps : float
+    gamma, beta, proxy_mean, proxy_inv_std : float64 ndarray (C,)
+    act_code : int, act_alpha : float
+        Activation (``ACTIVATION_CODES``) and its parameter.
+
+    Equations
+    ---------
+    ``out = (phi(gamma_c (x - m_t) r_t + beta_c) - mu_c) rho_c`` (module docstring).
+    """
+    units, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
+    positions = x3.shape[1] if channels_last else x3.shape[2]
+    for unit in prange(units):
+        _, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples, unit_channels,
+                                         channels)
+        width = c1 - c0
+        row_length = width if channels_last else positions
+        # Scratch: one allocation per kind (allocations dominate small units).
+        per_channel = np.empty((2, width))
+        mean, rstd = per_channel[0], per_channel[1]
+        rows = np.empty((2, row_length))
+        pre, activated = rows[0], rows[1]
+        _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
+                         mean, rstd, pre, activated)
+        # Pass 3: pre-activations into a buffer, activation, proxy normalization.
+        if channels_last:
+            for n in range(n0, n1):
+                for s in range(positions):
+                    for j in range(width):
+                        xhat = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
+                        pre[j] = gamma[c0 + j] * xhat + beta[c0 + j]
+                    activate_row(pre, activated, width, act_code, act_alpha)
+                    for j in range(width):
+                        out3[n, s, c0 + j] = (activated[j] - proxy_mean[c0 + j]) \
+                            * proxy_inv_std[c0 + j]
+        else:
+            for n in range(n0, n1):
+                for c in range(c0, c1):
+                    forward_row(act_code, act_alpha, x3[n, c], out3[n, c], positions,
+                                mean[c - c0], rstd[c - c0], gamma[c], beta[c], proxy_mean[c],
+                                proxy_inv_std[c])
+
+
+# --------------------------------------------------------------------------- backward
+
+
+@njit(parallel=True, **_JIT)
+def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channels_per_stat,
+                   norm_eps, gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha,
+                   dx3, sum_dout, sum_dout_centered, sum_t, sum_t_xhat):
+    """Backward of :func:`fused_forward`: ``dx3`` and per-unit partial channel sums.
+
+    The statistics are recomputed from ``x3`` (two passes over a unit that is in cache
+    anyway). Pass 3 computes ``phi'`` once per element, accumulates the channel sums and
+    keeps ``gamma_c t`` in a float64 scratch the size of the unit; pass 4 writes ``dx``
+    from it, recomputing only ``xhat`` (cheaper than storing it).
+
+    Parameters
+    ----------
+    dout3, x3, dx3 : ndarray, same layout and dtype as for :func:`fused_forward`
+    sum_dout, sum_dout_centered, sum_t, sum_t_xhat : float64 ndarray (N // unit_samples, C)
+        Outputs: row ``b`` holds sample block ``b``'s sums of ``dout``,
+        ``dout * (a - mu_c)``, ``t`` and ``t * xhat`` per channel; the caller sums the
+        rows in order.
+
+    Equations
+    ---------
+    ``t = dout rho_c phi'(p)``, ``p = gamma_c xhat + beta_c``;
+    ``dx = r_t (gamma_c t - mean_t(gamma t) - xhat mean_t(gamma t xhat))``.
+    """
+    units, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
+    positions = x3.shape[1] if channels_last else x3.shape[2]
+    k = channels_per_stat
+    for unit in prange(units):
+        block, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples,
+                                             unit_channels, channels)
+        width = c1 - c0
+        row_length = width if channels_last else positions
+        # Scratch: one allocation per kind (allocations dominate small units).
+        per_channel = np.zeros((8, width))
+        mean, rstd, s_dout, s_centered = (per_channel[0], per_channel[1], per_channel[2],
+                                          per_channel[3])
+        s_t, s_tx, mean_gt, mean_gtx = (per_channel[4], per_channel[5], per_channel[6],
+                                        per_channel[7])
+        rows = np.empty((6, row_length))
+        xhat, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
+                                                        rows[4], rows[5])
+        # gamma_c t for every element of the unit, in the unit's own (n, row, i) order.
+        scaled_t = np.empty(((n1 - n0) * (positions if channels_last else width), row_length))
+        count = _unit_statistics(x3, channels_last, n0, n1, c0, c1, k, norm_eps, mean, rstd,
+                                 term_t, term_tx)
+
+        # Pass 3: phi' once per element; channel sums of dout, dout (a - mu), t, t xhat.
+        if channels_last:
+            for n in range(n0, n1):
+                for s in range(positions):
+                    for j in range(width):
+                        xhat[j] = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
+                        pre[j] = gamma[c0 + j] * xhat[j] + beta[c0 + j]
+                    activate_row_with_slope(pre, activated, slope, width, act_code, act_alpha)
+                    saved = scaled_t[(n - n0) * positions + s]
+                    for j in range(width):
+                        c = c0 + j
+                        d = dout3[n, s, c]
+                        t = d * proxy_inv_std[c] * slope[j]
+                        saved[j] = gamma[c] * t
+                        s_dout[j] += d
+                        s_centered[j] += d * (activated[j] - proxy_mean[c])
+                        s_t[j] += t
+                        s_tx[j] += t * xhat[j]
+        else:
+            for n in range(n0, n1):
+                for j in range(width):
+                    c = c0 + j
+                    backward_row(act_code, act_alpha, x3[n, c], dout3[n, c], positions,
+                                 mean[j], rstd[j], gamma[c], beta[c], proxy_mean[c],
+                                 proxy_inv_std[c], scaled_t[(n - n0) * width + j], pre,
+                                 activated, term_t, term_tx)
+                    s_dout[j] += _fold_sum(pre, positions)
+                    s_centered[j] += _fold_sum(activated, positions)
+                    s_t[j] += _fold_sum(term_t, positions)
+                    s_tx[j] += _fold_sum(term_tx, positions)
+
+        # Group means of gamma t and gamma t xhat (the norm's backward).
+        for first in range(0, width, k):
+            total = 0.0
+            total_x = 0.0
+            for j in range(first, first + k):
+                total += gamma[c0 + j] * s_t[j]
+                total_x += gamma[c0 + j] * s_tx[j]
+            for j in range(first, first + k):
+                mean_gt[j] = total / count
+                mean_gtx[j] = total_x / count
+
+        # Pass 4: dx = r (gamma t - mean(gamma t) - xhat mean(gamma t xhat)).
+        if channels_last:
+            for n in range(n0, n1):
+                for s in range(positions):
+                    saved = scaled_t[(n - n0) * positions + s]
+                    for j in range(width):
+                        xh = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
+                        dx3[n, s, c0 + j] = rstd[j] * (saved[j] - mean_gt[j] - xh * mean_gtx[j])
+        else:
+            for n in range(n0, n1):
+                for j in range(width):
+                    m, r, mg, mgx = mean[j], rstd[j], mean_gt[j], mean_gtx[j]
+                    row = x3[n, c0 + j]
+                    dx_row = dx3[n, c0 + j]
+                    saved = scaled_t[(n - n0) * width + j]
+                    for i in range(positions):
+                        dx_row[i] = r * (saved[i] - mg - ((row[i] - m) * r) * mgx)
+
+        for j in range(width):
+            sum_dout[block, c0 + j] = s_dout[j]
+            sum_dout_centered[block, c0 + j] = s_centered[j]
+            sum_t[block, c0 + j] = s_t[j]
+            sum_t_xhat[block, c0 + j] = s_tx[j]

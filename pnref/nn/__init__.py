@@ -1,0 +1,30 @@
+"""Small, readable networks and training on top of pnref's autograd primitives (layer 4).
+
+Parameters are plain dicts of arrays; see :mod:`pnref.nn.models` for the MLP and CNN,
+:mod:`pnref.nn.norm_layer` for how each norm (and PN) is wired, :mod:`pnref.nn.train` for
+the loop and :mod:`pnref.nn.data` for the data sets.
+"""
+
+from pnref.nn.data import Dataset, digits, iterate_minibatches, load_dataset, synthetic_images
+from pnref.nn.models import CNN, MLP, build_model
+from pnref.nn.norm_layer import NORMS
+from pnref.nn.optim import SGD, cosine_lr
+from pnref.nn.train import TrainConfig, evaluate, softmax_cross_entropy, train
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "NORMS",
+    "SGD",
+    "Dataset",
+    "TrainConfig",
+    "build_model",
+    "cosine_lr",
+    "digits",
+    "evaluate",
+    "iterate_minibatches",
+    "load_dataset",
+    "softmax_cross_entropy",
+    "synthetic_images",
+    "train",
+]

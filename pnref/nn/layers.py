@@ -1,0 +1,99 @@
+"""Stateless layers on arrays (autograd-traceable) and He initialization.
+
+Images are channels-first, ``(N, C, H, W)``. Parameters are plain arrays passed in by the
+caller; nothing here owns state.
+"""
+
+from __future__ import annotations
+
+import autograd.numpy as anp
+import numpy as np
+
+from pnref.nn.conv import conv2d
+
+__all__ = [
+    "dense",
+    "conv2d",
+    "avg_pool2d",
+    "max_pool2d",
+    "global_avg_pool",
+    "flatten",
+    "he_normal",
+]
+
+
+def dense(x, weight, bias=None):
+    """Fully connected layer.
+
+    Parameters
+    ----------
+    x : array, shape (N, D_in)
+    weight : array, shape (D_in, D_out)
+    bias : array of shape (D_out,), optional
+
+    Equations
+    ---------
+    out = x @ weight + bias
+    """
+    out = anp.dot(x, weight)
+    return out if bias is None else out + bias
+
+
+def _pool_windows(x, size: int):
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    n, c, h, w = x.shape
+    if h % size or w % size:
+        raise ValueError(f"pooling size {size} must divide the spatial shape {(h, w)}")
+    return anp.reshape(x, (n, c, h // size, size, w // size, size))
+
+
+def avg_pool2d(x, size: int = 2):
+    """Average over non-overlapping ``size x size`` windows (stride = size).
+
+    Equations
+    ---------
+    out[n, c, i, j] = mean_{a, b < size} x[n, c, size i + a, size j + b]
+    """
+    return anp.mean(_pool_windows(x, size), axis=(3, 5))
+
+
+def max_pool2d(x, size: int = 2):
+    """Maximum over non-overlapping ``size x size`` windows (stride = size).
+
+    The gradient goes to the maximum of each window (autograd shares it equally among ties).
+
+    Equations
+    ---------
+    out[n, c, i, j] = max_{a, b < size} x[n, c, size i + a, size j + b]
+    """
+    return anp.max(_pool_windows(x, size), axis=(3, 5))
+
+
+def global_avg_pool(x):
+    """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``."""
+    return anp.mean(x, axis=tuple(range(2, x.ndim)))
+
+
+def flatten(x):
+    """Reshape ``(N, ...) -> (N, prod(...))``."""
+    return anp.reshape(x, (x.shape[0], -1))
+
+
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    """He (Kaiming) normal initialization for ReLU networks.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    shape : tuple of int
+    fan_in : int
+        Inputs feeding each output unit (``C * KH * KW`` for a convolution).
+
+    Equations
+    ---------
+    w ~ Normal(0, 2 / fan_in)
+    """
+    if fan_in < 1:
+        raise ValueError(f"fan_in must be >= 1, got {fan_in}")
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)

@@ -1,0 +1,295 @@
+"""Arbitrary-precision oracle for the proxy moments (mpmath).
+
+``moments(name, m, s)`` integrates f(m + s x) against the standard normal density with
+mpmath at 30 significant digits or more. It is slow (about a second per point) and is
+the judge for every fast method in the tests and the golden vectors.
+
+It has its own mpmath versions of the activations, written from their definitions and
+independent of :mod:`pnref.activations`, so that a mistake there cannot hide here.
+
+Numerical care (docs/proxy-moments.md, "The oracle"):
+
+- the real line is split at x = 0 (the Gaussian's centre) and at x0 = (k - m)/s for
+  every kink k and for z = 0 (where every activation here changes behaviour), so each
+  piece is analytic; a far breakpoint (|x0| > 3) gets extra points on its own 1/|x0|
+  scale, and for s > 1 the scale 1/s of the activation gets points around x0;
+- mpmath's ``quad`` tolerance is absolute (about 10^-dps), so each integral is first
+  sized at low precision (the integral of |g|) and the integrand divided by that size
+  before the accurate pass: a tail integral of 1e-200 is computed to full relative
+  precision instead of being returned at once and wrong;
+- the mean integrates f(Z) - f(m) - f'(m) (Z - m), and in the derivatives f' is
+  replaced by f' - f'(m) where that leaves the integral unchanged (against E X = 0 or
+  E (f - mean) = 0): this removes the bulk of the integrand when f is nearly affine
+  over the Gaussian's mass;
+- constants (alpha, 0.044715, pi) are built at the working precision from decimal
+  strings; the variance is two-pass, E[(f - mean)^2];
+- for s < 1e-3 the working precision is raised so that f - mean (of size s |f'|) keeps
+  ``dps`` digits.
+
+Requires mpmath (a test dependency; pnref itself does not import this module).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import mpmath as mp
+
+__all__ = [
+    "ACTIVATIONS",
+    "TABLE_COLUMNS",
+    "activation_functions",
+    "load_table",
+    "moments",
+    "moments_float",
+]
+
+#: Activation names the oracle knows (same names as :data:`pnref.activations.ACTIVATIONS`).
+ACTIVATIONS: tuple[str, ...] = (
+    "identity",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "softplus",
+    "tanh",
+    "sigmoid",
+)
+
+#: Columns of the committed table tests/data/oracle_moments.csv.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "activation", "alpha", "m", "s", "mean", "var",
+    "dmean_dm", "dmean_ds", "dvar_dm", "dvar_ds",
+)
+
+_DEFAULT_ALPHA = {"leaky_relu": "0.01", "elu": "1"}
+_KINKED = {"relu", "leaky_relu", "elu"}
+
+MpFunction = Callable[[mp.mpf], mp.mpf]
+
+
+def _sigmoid(x):
+    return 1 / (1 + mp.exp(-x))
+
+
+def activation_functions(name: str, alpha=None) -> tuple[MpFunction, MpFunction, tuple]:
+    """``(f, df, kinks)`` in mpmath at the current working precision.
+
+    ``df`` is the derivative away from the kinks (its value at a kink has measure zero
+    in every integral here). ``alpha`` (leaky_relu, elu) is converted from its decimal
+    representation (``repr``) at working precision.
+
+    Equations
+    ---------
+    .. math::
+
+        \\mathrm{gelu}(z) = z \\Phi(z), \\quad
+        \\mathrm{gelu\\_tanh}(z) = z\\, \\sigma(2u), \\;
+        u = \\sqrt{2/\\pi} (z + 0.044715 z^3), \\quad
+        \\mathrm{silu}(z) = z \\sigma(z),
+
+        \\mathrm{softplus}(z) = \\log(1 + e^z), \\quad
+        \\mathrm{elu}(z) = z \\;(z > 0), \\; \\alpha (e^z - 1) \\;(z \\le 0).
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    if name in _DEFAULT_ALPHA:
+        a = mp.mpf(_DEFAULT_ALPHA[name] if alpha is None else repr(float(alpha)))
+    elif alpha is not None:
+        raise TypeError(f"activation {name!r} takes no alpha")
+    if name == "identity":
+        return (lambda z: z), (lambda z: mp.mpf(1)), ()
+    if name == "relu":
+        return (lambda z: z if z > 0 else mp.mpf(0)), (
+            lambda z: mp.mpf(1) if z > 0 else mp.mpf(0)
+        ), (0,)
+    if name == "leaky_relu":
+        return (lambda z: z if z > 0 else a * z), (lambda z: mp.mpf(1) if z > 0 else a), (0,)
+    if name == "elu":
+        return (lambda z: z if z > 0 else a * mp.expm1(z)), (
+            lambda z: mp.mpf(1) if z > 0 else a * mp.exp(z)
+        ), (0,)
+    if name == "gelu":
+        return (lambda z: z * mp.ncdf(z)), (lambda z: mp.ncdf(z) + z * mp.npdf(z)), ()
+    if name == "gelu_tanh":
+        c = mp.mpf("0.044715")
+        k = mp.sqrt(2 / mp.pi)
+
+        def gelu_tanh(z):
+            return z * _sigmoid(2 * k * (z + c * z**3))
+
+        def gelu_tanh_df(z):
+            u2 = 2 * k * (z + c * z**3)
+            du2 = 2 * k * (1 + 3 * c * z**2)
+            return _sigmoid(u2) + z * du2 * _sigmoid(u2) * _sigmoid(-u2)
+
+        return gelu_tanh, gelu_tanh_df, ()
+    if name == "silu":
+        return (lambda z: z * _sigmoid(z)), (
+            lambda z: _sigmoid(z) * (1 + z * _sigmoid(-z))
+        ), ()
+    if name == "softplus":
+        return (lambda z: mp.log1p(mp.exp(z))), _sigmoid, ()
+    if name == "tanh":
+        return mp.tanh, (lambda z: 1 / mp.cosh(z) ** 2), ()
+    # sigmoid
+    return _sigmoid, (lambda z: _sigmoid(z) * _sigmoid(-z)), ()
+
+
+def _breakpoints(m: mp.mpf, s: mp.mpf, kinks: tuple) -> list:
+    """Sorted breakpoints in x (standard normal variable), with -inf and +inf."""
+    centres = {mp.mpf(0), -m / s}
+    for kink in kinks:
+        centres.add((kink - m) / s)
+    points = set(centres)
+    for x0 in centres:
+        if x0 == 0:
+            continue
+        if abs(x0) > 3:
+            # The Gaussian falls like exp(-|x0| t) beyond x0: resolve that scale.
+            for d in (0.25, 1, 4, 16, 64):
+                step = mp.mpf(d) / abs(x0)
+                points.add(x0 + mp.sign(x0) * step)
+                if step < abs(x0):
+                    points.add(x0 - mp.sign(x0) * step)
+        if s > 1:
+            # The activation changes on a scale 1/s in x around x0.
+            for d in (1, 4, 16):
+                points.add(x0 + mp.mpf(d) / s)
+                points.add(x0 - mp.mpf(d) / s)
+    if s > 1:
+        for d in (1, 4, 16):
+            points.add(-m / s + mp.mpf(d) / s)
+            points.add(-m / s - mp.mpf(d) / s)
+    return [mp.mpf("-inf"), *sorted(points), mp.mpf("inf")]
+
+
+def _integrate(g: MpFunction, points: list, dps: int) -> mp.mpf:
+    """Integral of g over the real line, to about ``dps`` digits relative to int |g|.
+
+    mpmath's ``quad`` stops at an absolute error near 10^-dps, so the integrand is first
+    divided by a low-precision estimate of int |g| (repeated until that estimate is of
+    order 1) and multiplied back after the accurate pass.
+    """
+    scale = mp.mpf(1)
+    with mp.workdps(15):
+        for _ in range(12):
+            size = mp.quad(lambda x, scale=scale: abs(g(x)) / scale, points)
+            if size == 0:
+                return mp.mpf(0)
+            scale *= size
+            if mp.mpf("1e-5") <= size <= mp.mpf("1e5"):
+                break
+    with mp.workdps(dps):
+        return mp.quad(lambda x: g(x) / scale, points) * scale
+
+
+def moments(
+    name: str,
+    m: float,
+    s: float,
+    *,
+    dps: int = 30,
+    derivatives: bool = False,
+    alpha: float | None = None,
+) -> tuple:
+    """Proxy mean and population variance of f(Z), Z ~ Normal(m, s^2), in mpmath.
+
+    Parameters
+    ----------
+    name : str
+        Activation name (see :data:`ACTIVATIONS`).
+    m : float
+        Mean of the pre-activation (taken exactly, as a binary float).
+    s : float
+        Standard deviation, > 0.
+    dps : int
+        Significant decimal digits of the working precision (>= 15; default 30).
+    derivatives : bool
+        Also return ``dmean_dm, dmean_ds, dvar_dm, dvar_ds``.
+    alpha : float, optional
+        Slope/scale for ``leaky_relu`` (default 0.01) and ``elu`` (default 1).
+
+    Returns
+    -------
+    tuple of mpmath.mpf
+        ``(mean, var)`` or ``(mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds)``.
+
+    Equations
+    ---------
+    With X ~ Normal(0, 1), Z = m + s X (Stein's identity for the s-derivatives):
+
+    .. math::
+
+        \\mu = \\mathbb E f(Z), \\quad v = \\mathbb E (f(Z) - \\mu)^2, \\quad
+        \\partial_m \\mu = \\mathbb E f'(Z), \\quad \\partial_s \\mu = \\mathbb E f'(Z) X,
+
+        \\partial_m v = 2\\, \\mathbb E (f(Z) - \\mu) f'(Z), \\quad
+        \\partial_s v = 2\\, \\mathbb E (f(Z) - \\mu) f'(Z) X .
+    """
+    if not isinstance(dps, int) or dps < 15:
+        raise ValueError(f"dps must be an int >= 15, got {dps!r}")
+    m = float(m)
+    s = float(s)
+    if not (math.isfinite(m) and math.isfinite(s)):
+        raise ValueError(f"m and s must be finite, got m={m}, s={s}")
+    if s <= 0:
+        raise ValueError(f"s must be > 0, got {s}")
+    # f - mean has size s |f'|: keep dps digits of it when s is small.
+    work = dps + 10 + max(0, math.ceil(-math.log10(s)))
+    with mp.workdps(work):
+        f, df, kinks = activation_functions(name, alpha)
+        mm, ss = mp.mpf(m), mp.mpf(s)
+        points = _breakpoints(mm, ss, kinks)
+
+        def expect(g):
+            return _integrate(lambda x: g(x, mm + ss * x) * mp.npdf(x), points, work)
+
+        # E (Z - m) = 0: integrating only what f adds to its tangent at m keeps a mean far
+        # smaller than its integrand (identity at m = -1e-300, s = 1e-8) exact.
+        slope = df(mm)
+        f_m = f(mm)
+        mean = f_m + expect(lambda x, z: f(z) - f_m - slope * ss * x)
+        var = expect(lambda x, z: (f(z) - mean) ** 2)
+        if not derivatives:
+            return +mean, +var
+        # E X = 0 and E (f - mean) = 0, so f' may be replaced by f' - c for any constant
+        # c in the next two integrals. c = f'(m) removes the bulk where f is nearly
+        # affine, so that a derivative far smaller than its integrand (ReLU at m/s = 30:
+        # dmean/ds = phi(30)) keeps its relative accuracy despite quad's absolute
+        # tolerance.
+        dmean_dm = expect(lambda x, z: df(z))
+        dmean_ds = expect(lambda x, z: (df(z) - slope) * x)
+        dvar_dm = 2 * expect(lambda x, z: (f(z) - mean) * (df(z) - slope))
+        dvar_ds = 2 * expect(lambda x, z: (f(z) - mean) * df(z) * x)
+        return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
+
+
+def moments_float(name: str, m: float, s: float, **kwargs) -> tuple[float, ...]:
+    """:func:`moments` rounded to float64 (same arguments)."""
+    return tuple(float(v) for v in moments(name, m, s, **kwargs))
+
+
+def load_table(path: str | Path) -> list[dict]:
+    """Read an oracle table written by ``scripts/make_oracle_table.py``.
+
+    Returns
+    -------
+    list of dict
+        One dict per row: ``activation`` (str), ``alpha`` (float or None) and the
+        float64 values of the other :data:`TABLE_COLUMNS`.
+    """
+    rows = []
+    with Path(path).open(newline="") as handle:
+        for record in csv.DictReader(handle):
+            row: dict = {"activation": record["activation"]}
+            row["alpha"] = float(record["alpha"]) if record["alpha"] else None
+            for column in TABLE_COLUMNS[2:]:
+                row[column] = float(record[column])
+            rows.append(row)
+    return rows

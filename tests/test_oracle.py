@@ -1,0 +1,135 @@
+"""The mpmath oracle: agreement with closed forms, self-consistency, and the committed table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+import pnref
+from pnref import oracle
+
+TABLE = Path(__file__).parent / "data" / "oracle_moments.csv"
+
+
+def _relative(a, b):
+    return abs(a - b) / abs(b) if b != 0 else abs(a)
+
+
+def _relu_closed_form(m, s, dps=200):
+    """ReLU moments and derivatives at 200 digits (docs/proxy-moments.md, ReLU):
+    mu = m Phi(a) + s phi(a), E2 = (m^2 + s^2) Phi(a) + m s phi(a), a = m/s;
+    dmu/dm = Phi(a), dmu/ds = phi(a), dv/dm = 2 mu Phi(-a),
+    dv/ds = 2 s [Phi(a) - phi(a) (a Phi(a) + phi(a))]. 200 digits absorb the
+    cancellation in E2 - mu^2 (at most ~100 digits for |a| <= 40)."""
+    with mp.workdps(dps):
+        m, s = mp.mpf(m), mp.mpf(s)
+        a = m / s
+        cdf, pdf = mp.ncdf(a), mp.npdf(a)
+        mean = m * cdf + s * pdf
+        var = (m * m + s * s) * cdf + m * s * pdf - mean**2
+        return (mean, var, cdf, pdf, 2 * mean * mp.ncdf(-a),
+                2 * s * (cdf - pdf * (a * cdf + pdf)))
+
+
+@pytest.mark.parametrize(("m", "s"), [(-30.0, 1.0), (30.0, 1.0), (0.25, 1e-8), (-1e-3, 1e3)])
+def test_relu_against_closed_form_in_the_tails(m, s):
+    got = oracle.moments("relu", m, s, derivatives=True)
+    expected = _relu_closed_form(m, s)
+    for value, reference in zip(got, expected, strict=True):
+        # 30 working digits, rescaled integrals: 1e-25 relative leaves 5 digits of margin
+        # while still catching any absolute-tolerance failure (those lose everything).
+        assert _relative(value, reference) <= 1e-25
+
+
+def test_gelu_mean_against_closed_form():
+    # GELU: mu = m Phi(h) + s^2 phi(h) / t0, t0 = sqrt(1 + s^2), h = m / t0.
+    for m, s in [(-30.0, 1.0), (-10.0, 3.0), (3.0, 1e3)]:
+        with mp.workdps(100):
+            t0 = mp.sqrt(1 + mp.mpf(s) ** 2)
+            h = mp.mpf(m) / t0
+            expected = m * mp.ncdf(h) + s**2 * mp.npdf(h) / t0
+        assert _relative(oracle.moments("gelu", m, s)[0], expected) <= 1e-25  # as above
+
+
+def test_identity_is_exact_even_for_tiny_means():
+    # mean = m and var = s^2 exactly; m = -1e-300 with s = 1e-8 would be lost to quad's
+    # absolute tolerance without the tangent subtraction.
+    mean, var, dm, ds, dvm, dvs = oracle.moments("identity", -1e-300, 1e-8, derivatives=True)
+    with mp.workdps(50):  # the references themselves at more than 30 digits
+        assert _relative(mean, mp.mpf(-1e-300)) <= 1e-25
+        assert _relative(var, mp.mpf(1e-8) ** 2) <= 1e-25
+        assert _relative(dm, 1) <= 1e-25 and abs(dvm) <= 1e-40
+        assert _relative(dvs, 2 * mp.mpf(1e-8)) <= 1e-25  # d s^2 / ds = 2 s
+        assert abs(ds) <= 1e-40  # d m / ds = 0
+
+
+@pytest.mark.parametrize(("name", "m", "s"), [("tanh", 5.0, 0.05), ("elu", -3.0, 5.0),
+                                              ("gelu_tanh", -2.0, 0.7)])
+def test_precision_is_self_consistent(name, m, s):
+    low = oracle.moments(name, m, s, derivatives=True, dps=30)
+    high = oracle.moments(name, m, s, derivatives=True, dps=40)
+    scale_mean = abs(high[0]) + mp.sqrt(high[1])
+    assert abs(low[0] - high[0]) <= 1e-26 * scale_mean  # 30 digits, 4 spare
+    for value, reference in zip(low[1:], high[1:], strict=True):
+        assert _relative(value, reference) <= 1e-26
+
+
+@pytest.mark.parametrize("name", oracle.ACTIVATIONS)
+def test_own_activations_agree_with_pnref(name):
+    # Two independent implementations (mpmath here, NumPy in pnref.activations) of the
+    # same definitions. float64 rounding of f and f' is a few ulps; 1e-14 relative to
+    # max(|f|, 1) allows for the different evaluation orders.
+    act = pnref.activation(name)
+    f, df, _ = oracle.activation_functions(name)
+    z = np.linspace(-8.0, 8.0, 33) + 0.0123
+    for value, derivative, point in zip(act.f(z), act.df(z), z, strict=True):
+        with mp.workdps(30):
+            assert abs(value - float(f(mp.mpf(point)))) <= 1e-14 * max(abs(value), 1.0)
+            assert abs(derivative - float(df(mp.mpf(point)))) <= 1e-14 * max(abs(derivative), 1)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="s must be > 0"):
+        oracle.moments("relu", 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown activation"):
+        oracle.moments("relu6", 0.0, 1.0)
+    with pytest.raises(ValueError, match="dps"):
+        oracle.moments("relu", 0.0, 1.0, dps=10)
+
+
+# ------------------------------------------------------------------- committed table
+
+
+def test_table_shape_and_coverage():
+    rows = oracle.load_table(TABLE)
+    names = {row["activation"] for row in rows}
+    assert names == set(oracle.ACTIVATIONS)
+    for name in ("identity", "relu", "leaky_relu", "elu", "gelu"):
+        selected = [r for r in rows if r["activation"] == name]
+        assert max(abs(r["m"] / r["s"]) for r in selected) >= 40
+        assert min(r["s"] for r in selected) <= 1e-8 and max(r["s"] for r in selected) >= 1e3
+    for row in rows:
+        assert row["var"] >= 0.0 and row["s"] > 0.0
+
+
+def test_table_rows_recomputed_live():
+    # A sample of rows recomputed live at the table's 30 digits, so the table cannot drift
+    # from the oracle unnoticed. The sample is seeded (CI must be reproducible); set
+    # PNREF_ORACLE_SEED to check other rows.
+    rows = oracle.load_table(TABLE)
+    seed = int(os.environ.get("PNREF_ORACLE_SEED", "0"))
+    rng = np.random.default_rng(seed)
+    for index in rng.choice(len(rows), size=4, replace=False):
+        row = rows[index]
+        kwargs = {} if row["alpha"] is None else {"alpha": row["alpha"]}
+        fresh = oracle.moments_float(row["activation"], row["m"], row["s"], derivatives=True,
+                                     **kwargs)
+        stored = [row[c] for c in oracle.TABLE_COLUMNS[4:]]
+        # Same computation rounded once to float64: identical up to 1 ulp (mpmath
+        # releases may change the last of 30 digits, which can move a rounding).
+        for value, reference in zip(fresh, stored, strict=True):
+            assert abs(value - reference) <= 2.3e-16 * abs(reference), (seed, row, value)
