@@ -21,6 +21,11 @@ Numerical care (docs/proxy-moments.md, "The oracle"):
   replaced by f' - f'(m) where that leaves the integral unchanged (against E X = 0 or
   E (f - mean) = 0): this removes the bulk of the integrand when f is nearly affine
   over the Gaussian's mass;
+- those differences are formed from a residual r = f - c z that carries the small part
+  of f exactly: for GELU with m > 0, r(z) = gelu(-z) = -z Phi(-z) (c = 1), because
+  Phi(z) = 1 - Phi(-z) rounds to 1 at working precision once Phi(-z) < 10^-dps, and
+  f'(Z) - f'(m) would then lose the whole of E[f'(Z) X] (m/s >= 30: the table's
+  dmean_ds and dvar_dm were 100 % wrong before this);
 - constants (alpha, 0.044715, pi) are built at the working precision from decimal
   strings; the variance is two-pass, E[(f - mean)^2];
 - for s < 1e-3 the working precision is raised so that f - mean (of size s |f'|) keeps
@@ -141,6 +146,30 @@ def activation_functions(name: str, alpha=None) -> tuple[MpFunction, MpFunction,
     return _sigmoid, (lambda z: _sigmoid(z) * _sigmoid(-z)), ()
 
 
+def _residual(name: str, f: MpFunction, df: MpFunction, m: mp.mpf) -> tuple:
+    """``(c, r, dr)`` with f(z) = c z + r(z) exactly and r, r' free of rounding to 1.
+
+    For GELU with m > 0 the reflection gelu(z) = z + gelu(-z) gives c = 1 and
+    r(z) = -z Phi(-z), r'(z) = z phi(z) - Phi(-z); evaluated this way r keeps its relative
+    precision where Phi(z) = 1 - Phi(-z) would round to 1 (Phi(-z) < 10^-dps, z > 11 at
+    30 digits). Everywhere else c = 0 and r = f.
+
+    Equations
+    ---------
+    .. math::
+
+        \\mathrm{gelu}(z) = z + \\mathrm{gelu}(-z), \\quad
+        r(z) = -z \\Phi(-z), \\quad r'(z) = z \\varphi(z) - \\Phi(-z) .
+    """
+    if name == "gelu" and m > 0:
+        return (
+            mp.mpf(1),
+            lambda z: -z * mp.ncdf(-z),
+            lambda z: z * mp.npdf(z) - mp.ncdf(-z),
+        )
+    return mp.mpf(0), f, df
+
+
 def _breakpoints(m: mp.mpf, s: mp.mpf, kinks: tuple) -> list:
     """Sorted breakpoints in x (standard normal variable), with -inf and +inf."""
     centres = {mp.mpf(0), -m / s}
@@ -250,23 +279,31 @@ def moments(
         def expect(g):
             return _integrate(lambda x: g(x, mm + ss * x) * mp.npdf(x), points, work)
 
+        # f = c z + r (see _residual): the affine part c z is integrated exactly and every
+        # difference below is formed from r, which keeps its small part.
+        c, r, dr = _residual(name, f, df, mm)
         # E (Z - m) = 0: integrating only what f adds to its tangent at m keeps a mean far
         # smaller than its integrand (identity at m = -1e-300, s = 1e-8) exact.
-        slope = df(mm)
-        f_m = f(mm)
-        mean = f_m + expect(lambda x, z: f(z) - f_m - slope * ss * x)
-        var = expect(lambda x, z: (f(z) - mean) ** 2)
+        slope = dr(mm)
+        r_m = r(mm)
+        mean_r = r_m + expect(lambda x, z: r(z) - r_m - slope * ss * x)  # E r(Z)
+        mean = c * mm + mean_r
+
+        def centred(x, z):  # f(Z) - mean = c s X + r(Z) - E r(Z)
+            return c * ss * x + (r(z) - mean_r)
+
+        var = expect(lambda x, z: centred(x, z) ** 2)
         if not derivatives:
             return +mean, +var
-        # E X = 0 and E (f - mean) = 0, so f' may be replaced by f' - c for any constant
-        # c in the next two integrals. c = f'(m) removes the bulk where f is nearly
-        # affine, so that a derivative far smaller than its integrand (ReLU at m/s = 30:
-        # dmean/ds = phi(30)) keeps its relative accuracy despite quad's absolute
-        # tolerance.
-        dmean_dm = expect(lambda x, z: df(z))
-        dmean_ds = expect(lambda x, z: (df(z) - slope) * x)
-        dvar_dm = 2 * expect(lambda x, z: (f(z) - mean) * (df(z) - slope))
-        dvar_ds = 2 * expect(lambda x, z: (f(z) - mean) * df(z) * x)
+        # E X = 0 and E (f - mean) = 0, so f' = c + r' may be replaced by r' - r'(m) in
+        # the next two integrals. That removes the bulk where f is nearly affine, so that
+        # a derivative far smaller than its integrand (ReLU at m/s = 30: dmean/ds =
+        # phi(30); GELU at m/s = 40: -2.2e-172) keeps its relative accuracy despite quad's
+        # absolute tolerance.
+        dmean_dm = c + expect(lambda x, z: dr(z))
+        dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
+        dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
+        dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
         return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
 
 

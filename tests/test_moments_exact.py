@@ -294,51 +294,82 @@ def test_elu_matches_mpmath(alpha):
     _compare(act, _reference_for(act), m, s, rtol=1e-13, floor_tol=1e-14)
 
 
-def _gelu_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gelu_grid() -> tuple[np.ndarray, np.ndarray]:
     m, s = _grid(60)
     # plus the region where the regimes (series, Owen's T, the two Laguerre forms) meet
     rng = np.random.default_rng(SEED + 2)
     m = np.concatenate([m, rng.uniform(-6.0, 2.0, 40)])
     s = np.concatenate([s, 10.0 ** rng.uniform(np.log10(0.02), np.log10(2.0), 40)])
-    # Where the closed-form second moment E2 = (m^2 + s^2) C0 + 2 s^2 (m B0 + B1) cancels:
-    # m/s < -4 with s > 0.2 (docs/proxy-moments.md, "Known limits").
-    inside = (m >= -4.0 * s) | (s <= 0.2)
-    return m, s, inside
+    return m, s
 
 
 def test_gelu_matches_mpmath():
     act = activation("gelu")
-    m, s, inside = _gelu_grid()
-    # rtol 1e-13, the issue's target, met on m/s >= -4 or s <= 0.2 (measured worst 3.3e-14 on
-    # the variance, 1.2e-14 on dvar/dm). Floors at 1e-14 of each quantity's term scale only
-    # matter where it passes through zero (mean, E f', E f'', dvar/dm change sign).
-    _compare(act, _gelu_mp, m[inside], s[inside], rtol=1e-13, floor_tol=1e-14)
+    m, s = _gelu_grid()
+    # rtol 1e-13, the issue's target (measured worst 3.3e-14 on the variance, 1.2e-14 on
+    # dvar/dm). Floors at 1e-14 of each quantity's term scale only matter where it passes
+    # through zero (mean, E f', E f'', dvar/dm change sign).
+    _compare(act, _gelu_mp, m, s, rtol=1e-13, floor_tol=1e-14)
 
 
-def test_gelu_far_left_tail_accuracy_is_as_documented():
-    """Regression bound where the closed form cancels (m/s < -4, s > 0.2).
+def _gelu_far_left_grid() -> tuple[np.ndarray, np.ndarray]:
+    """m/s in [-40, -2], s log-uniform in [0.15, 1e3], seeded; corners and known worst points."""
+    rng = np.random.default_rng(SEED + 3)
+    ratio = rng.uniform(-40.0, -2.0, 30)
+    s = 10.0 ** rng.uniform(np.log10(0.15), 3.0, 30)
+    corners = [(-40.0, 0.2001), (-40.0, 1e3), (-4.0001, 0.2001), (-4.0001, 1e3),
+               (-4.0001, 0.36), (-2.0001, 0.36), (-2.0001, 1e3), (-29.0, 7.0), (-35.2, 8.86),
+               (-5.0, 5.0), (-3.0, 7.0)]  # fmt: skip
+    ratio = np.concatenate([ratio, [c[0] for c in corners]])
+    s = np.concatenate([s, [c[1] for c in corners]])
+    return ratio * s, s
 
-    Measured on this grid: the variance loses about (sum of |terms| / E2) ulp, up to 7e-10
-    relative at m/s = -29, s = 7 (the docs' accuracy map); dvar/dm 1.5e-12; the mean
-    and its derivatives keep 1e-15. The bound 2e-9 fails if the loss grows beyond that map.
+
+def test_gelu_far_left_matches_mpmath():
+    """m/s < -2, s > 0.15: the tilted-law quadrature (docs, "GELU in the far left").
+
+    The closed-form E2 cancels there (relative error of the variance up to 1.8e-9 at
+    m/s = -35, s = 8.9; 4e-13 already at m/s = -4). Measured with the quadrature on this grid:
+    v 1.1e-14, dv/dm 6.1e-15, dv/ds 2.2e-15, the mean and its derivatives (closed forms)
+    1.2e-14; on 300 further seeded points 1.5e-15, 9e-15, 3e-15. rtol 1e-13 (the target)
+    with no floor: every output keeps its relative accuracy here.
     """
     act = activation("gelu")
-    m, s, inside = _gelu_grid()
-    assert np.count_nonzero(~inside) >= 5
-    _compare(act, _gelu_mp, m[~inside], s[~inside], rtol=2e-9, floor_tol=1e-14)
+    m, s = _gelu_far_left_grid()
+    assert np.all((m < -2.0 * s) & (s > 0.15))
+    _compare(act, _gelu_mp, m, s, rtol=1e-13, floor_tol=0.0)
+
+
+def test_gelu_far_left_is_continuous_at_its_edge():
+    """Across m/s = -2 (closed form inside, quadrature outside) and across s = 0.15.
+
+    Each pair of points is one ulp apart (m = -2 s exactly, then the next float below; s =
+    0.15, then the next float above), so the true outputs differ by at most their
+    logarithmic derivative (< 50 here) times 1.1e-16, i.e. < 6e-15. rtol 2e-13 = twice the
+    1e-13 target, since both forms carry their own error: a jump between the two forms
+    larger than their accuracies fails.
+    """
+    act = activation("gelu")
+    s = np.array([0.36, 0.5, 1.0, 7.0, 1e3])  # s <= 0.35 at m/s = -2 is the series' regime
+    edge = -2.0 * s  # exact (a power of two times s): the closed form's side
+    inner = exact.moments_with_derivatives(act, edge, s)
+    outer = exact.moments_with_derivatives(act, np.nextafter(edge, -np.inf), s)
+    for a, b in zip(inner, outer, strict=True):
+        np.testing.assert_allclose(b, a, rtol=2e-13)
+    # Below s = 0.15 the series covers |m| <= 8 (s |m| <= 1.2): the edge in s is met at
+    # m/s < -53 only.
+    m = np.array([-8.5, -9.0, -10.0])
+    s_low = np.full(3, 0.15)
+    low = exact.moments_with_derivatives(act, m, s_low)
+    high = exact.moments_with_derivatives(act, m, np.nextafter(s_low, np.inf))
+    for a, b in zip(low, high, strict=True):
+        np.testing.assert_allclose(b, a, rtol=2e-13)
 
 
 # --------------------------------------------------------------------- oracle table
 def _oracle_rows() -> list[dict]:
     with ORACLE_TABLE.open(newline="") as handle:
         return [row for row in csv.DictReader(handle) if row["activation"] in exact.SUPPORTED]
-
-
-# Table entries known to be wrong in the table itself: the quadrature oracle integrates
-# E[f'(Z) X] for GELU far right (m/s >= 30), where f' = 1 - tiny and the integral of X phi
-# cancels to its absolute tolerance (table -1.4e-185 at m = 40, s = 1; the closed form in
-# mpmath at 50+ digits gives -2.1529e-172, as does pnref). Reported to the oracle's owner.
-_TABLE_KNOWN_BAD = {("gelu", "dmean_ds")}
 
 
 @pytest.mark.skipif(not ORACLE_TABLE.exists(), reason="tests/data/oracle_moments.csv not yet built")
@@ -352,15 +383,10 @@ def test_matches_committed_oracle_table():
         ours = np.array([o[0] for o in exact.moments_with_derivatives(act, [m], [s])])
         ref = np.array([float(row[name]) for name in NAMES])
         # The table holds 30-digit quadrature results rounded once. Tolerances as for the
-        # closed-form references: rtol 1e-13 (2e-9 in GELU's documented far-left region),
-        # floors at 1e-14 of the term scales computed by the mpmath references.
+        # closed-form references: rtol 1e-13, floors at 1e-14 of the term scales computed
+        # by the mpmath references.
         scales = _reference(_reference_for(act), m, s)[6:]
-        far_left = act.name == "gelu" and m < -4.0 * s and s > 0.2
-        rtol = 2e-9 if far_left else 1e-13
-        bad = np.abs(ours - ref) > rtol * np.abs(ref) + 1e-14 * scales + 1e-300
-        for k, name in enumerate(NAMES):
-            if (act.name, name) in _TABLE_KNOWN_BAD and m >= 30.0 * s:
-                bad[k] = False
+        bad = np.abs(ours - ref) > 1e-13 * np.abs(ref) + 1e-14 * scales + 1e-300
         assert not np.any(bad), (row, ours)
 
 

@@ -55,6 +55,27 @@ def test_gelu_mean_against_closed_form():
         assert _relative(oracle.moments("gelu", m, s)[0], expected) <= 1e-25  # as above
 
 
+@pytest.mark.parametrize(("m", "s"), [(40.0, 1.0), (30.0, 1.0)])
+def test_gelu_right_tail_derivatives(m, s):
+    # Far right, f' = 1 - Phi(-z) + z phi(z) with Phi(-z) below the working precision: the
+    # oracle must form f' - f'(m) from the residual gelu(-z) (before the fix the table had
+    # dmean_ds = -1.4e-185 at m = 40, s = 1 instead of -2.1529e-172, and dvar_dm 100 % off).
+    # dmean_ds = s E f'' = s phi(h) (2 + s^2 - h^2) / t0^3 (closed form, 100 digits), and by
+    # the reflection gelu(z) = z + gelu(-z), dvar_dm(m) = 2 s dmean_ds - dvar_dm(-m), where
+    # |dvar_dm(-m)| = 2 |Cov(f, f')| at -m is below e^(-m^2 / (2 + 4 s^2)) ~ 1e-130 (m = 30),
+    # under 1e-30 of 2 s dmean_ds.
+    _, _, _, dmean_ds, dvar_dm, _ = oracle.moments("gelu", m, s, derivatives=True)
+    with mp.workdps(100):
+        mm, ss = mp.mpf(m), mp.mpf(s)
+        t0 = mp.sqrt(1 + ss**2)
+        h = mm / t0
+        expected = ss * mp.npdf(h) * (2 + ss**2 - h**2) / t0**3
+        expected_dvar_dm = 2 * ss * expected
+    # 1e-25 as for the ReLU tails above; a lost tail term is an O(1) relative error.
+    assert _relative(dmean_ds, expected) <= 1e-25
+    assert _relative(dvar_dm, expected_dvar_dm) <= 1e-25
+
+
 def test_identity_is_exact_even_for_tiny_means():
     # mean = m and var = s^2 exactly; m = -1e-300 with s = 1e-8 would be lost to quad's
     # absolute tolerance without the tangent subtraction.
