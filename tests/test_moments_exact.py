@@ -613,3 +613,27 @@ def test_dtype_broadcast_and_nan():
     mean, var = exact.moments(relu, 0.0, np.float64(1.0), n=10, seed=3)  # n, seed ignored
     assert mean == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-15)
     assert var == pytest.approx(0.5 - 1 / (2 * math.pi), rel=1e-15)  # E relu^2 - mean^2
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "gelu"])
+def test_extreme_offsets_give_finite_limits(name):
+    # |m| / s far beyond the documented 40 (1e18 and 1e300): no NaN may appear. Far left
+    # (m -> -inf) every activation here is constant (0 or -alpha) up to terms below the
+    # smallest double, so var and all derivatives except dmean_dm's constant slope are 0;
+    # far right f(z) = z, so mean = m, var = s^2, dmean_dm = 1, dvar_ds = 2 s.
+    act = activation(name)
+    m = np.array([-1e10, -1e300, 1e10, 1e300])
+    s = np.array([1e-8, 1.0, 1e-8, 1.0])
+    mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds = exact.moments_with_derivatives(act, m, s)
+    slope_left = {"relu": 0.0, "leaky_relu": 0.01, "elu": 0.0, "gelu": 0.0}[name]
+    left_value = {"relu": 0.0, "elu": -1.0, "gelu": 0.0}.get(name)
+    for values in (mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds):
+        assert np.all(np.isfinite(values)), name
+    if left_value is not None:
+        assert np.all(mean[:2] == left_value)
+    # leaky_relu's left: mean = alpha m exactly up to rounding of the product.
+    np.testing.assert_allclose(dmean_dm, [slope_left, slope_left, 1.0, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(mean[2:], m[2:], rtol=1e-15)
+    np.testing.assert_allclose(var[2:], s[2:] ** 2, rtol=1e-15)
+    np.testing.assert_allclose(dvar_ds[2:], 2.0 * s[2:], rtol=1e-15)
+    np.testing.assert_allclose(var[:2], slope_left**2 * s[:2] ** 2, rtol=1e-15, atol=0.0)

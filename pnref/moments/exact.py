@@ -46,6 +46,7 @@ _PHI_0 = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 # GELU regimes (docs/proxy-moments.md, "Stable evaluation"):
+_GELU_NEGLIGIBLE_H = 50.0  # |m| / sqrt(1 + s^2) beyond which phi(h) factors are exactly 0
 _GELU_TAYLOR_S = 0.35  # heat-kernel series when s <= this ...
 _GELU_TAYLOR_SPREAD = 1.2  # ... and s |m| <= this (measured: the series reaches 2e-15 there
 _GELU_TAYLOR_TERMS = 60  # with 60 terms; the closed form loses 2e-12 at m = -2.4, s = 0.12)
@@ -348,8 +349,12 @@ def _gelu_higher_derivatives(m: np.ndarray, count: int) -> list[np.ndarray]:
     hermite = [np.ones_like(m), m.copy()]
     for n in range(1, count):
         hermite.append(m * hermite[n] - n * hermite[n - 1])
+    # Where phi(m) underflows to 0 (|m| > 38.6) the true derivatives phi(m) He(m) lie below the
+    # smallest double for every |m| at which He_count(m) is finite, and He may overflow to inf
+    # beyond: return the exact 0 there instead of 0 * inf = NaN.
     return [
-        (-1.0) ** (n + 1) * phi_m * (hermite[n] - hermite[n - 2]) for n in range(2, count + 1)
+        np.where(phi_m == 0.0, 0.0, (-1.0) ** (n + 1) * phi_m * (hermite[n] - hermite[n - 2]))
+        for n in range(2, count + 1)
     ]
 
 
@@ -427,7 +432,17 @@ def _gelu_taylor_variance(m, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _gelu(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
     """GELU: closed forms at -|m|, reflection gelu(z) = z + gelu(-z), series for small s."""
     positive = m > 0.0
-    left = _gelu_left(-np.abs(m), s)
+    # Beyond |h| = |m| / t0 = 50 every left-side quantity carries a factor phi(h) < 1e-540
+    # against polynomial factors in (m, s): its double value is exactly 0. Those channels are
+    # evaluated at a harmless stand-in (m = 0) and zeroed, so that m^2 overflowing to inf or
+    # exp(-h^2/2) underflowing inside the double-double exponent cannot produce NaN.
+    t0_all = np.sqrt(1.0 + s * s)
+    negligible = np.abs(m) > _GELU_NEGLIGIBLE_H * t0_all
+    left = _gelu_left(np.where(negligible, 0.0, -np.abs(m)), s)
+    if np.any(negligible):
+        left = {key: np.where(negligible, 0.0, value) for key, value in left.items()}
+        left["t0"] = t0_all
+        left["h"] = -np.abs(m) / t0_all
     h = -left["h"]  # = |m| / t0
     t0, phi_h = left["t0"], left["phi_h"]
     # reflection: mean(m) = m + mean(-m); var(m) = s^2 (1 - 2 D(-m)) + var(-m), D = E f'
