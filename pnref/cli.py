@@ -19,6 +19,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _cmd_check_gradients(args: argparse.Namespace) -> int:
+    from pnref.demo import run_gradient_check
+
+    return run_gradient_check()
+
+
 def _cmd_experiment_power(args: argparse.Namespace) -> int:
     from pnref.experiments.power import PowerSettings, run_and_save
 
@@ -187,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on its built-in default")
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("check-gradients",
+                       help="each op's VJP against central differences (float64), as a table")
+    p.set_defaults(func=_cmd_check_gradients)
     p = sub.add_parser("warmup", help="compile and cache the fast-path Numba kernels")
     p.set_defaults(func=_cmd_warmup)
     _add_train_parser(sub)

@@ -1,8 +1,13 @@
-"""``pnref demo``: a short self-check of every op, printed as a table.
+"""``pnref demo``: the golden verification of the bundled suite, then a gradient self-check.
 
-For each named case the demo prints the forward output's statistics (mean, std, min, max) and
-the agreement of the hand-derived backward pass with central finite differences: for random
-cotangent c and random direction t on every differentiable argument,
+:func:`run_demo` (what ``make demo`` runs) first verifies pnref's default implementation (its
+fast path) against the golden suite bundled with the package and prints that table
+(``pnref golden verify``, see ``docs/verification.md``), then runs the gradient check below
+(also available alone as ``pnref check-gradients``, :func:`run_gradient_check`).
+
+For each named case the gradient check prints the forward output's statistics (mean, std,
+min, max) and the agreement of the hand-derived backward pass with central finite differences:
+for random cotangent c and random direction t on every differentiable argument,
 
     rel_err = |<vjp(c), t> - (<c, f(p + h t)> - <c, f(p - h t)>) / (2 h)| / |fd|
 
@@ -32,7 +37,8 @@ from pnref.norms import (
     weight_standardization_vjp,
 )
 
-__all__ = ["DemoCase", "CaseResult", "demo_cases", "check_case", "run_demo"]
+__all__ = ["DemoCase", "CaseResult", "demo_cases", "check_case", "run_demo",
+           "run_gradient_check"]
 
 FD_STEP = 1e-5
 # O(1) float64 data: the central difference is good to ~1e-10 (h^2 truncation plus eps/h
@@ -148,6 +154,21 @@ def _format_table(results: Sequence[CaseResult]) -> str:
 
 
 def run_demo() -> int:
+    """Golden verification of the bundled suite, then :func:`run_gradient_check`.
+
+    Returns
+    -------
+    int
+        0 when every golden case and every gradient check passes, 1 otherwise.
+    """
+    from pnref.golden.cli import run_verify
+
+    golden_status = run_verify()
+    print()
+    return max(golden_status, run_gradient_check())
+
+
+def run_gradient_check() -> int:
     """Check every case, print the table, return 0 if all pass and 1 otherwise.
 
     Equations

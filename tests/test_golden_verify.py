@@ -184,3 +184,16 @@ def test_load_adapter_accepts_classes_and_instances():
         load_adapter("pnref.golden.format:SCHEMA_VERSION")
     with pytest.raises(SuiteFormatError):
         verify_suite(bundled_suite_dir().parent, PnrefAdapter())
+
+
+def test_demo_runs_the_golden_verification_then_the_gradient_check(capsys):
+    from pnref.demo import run_demo
+
+    assert run_demo() == 0
+    out = capsys.readouterr().out
+    cases = len(read_manifest(bundled_suite_dir())["cases"])
+    assert f"pnref golden verify: suite 'canonical' ({cases} cases)" in out
+    assert f"total: {cases} cases, {cases} passed, 0 failed" in out
+    assert out.index("total:") < out.index("backward vs central differences")
+    assert main(["check-gradients"]) == 0
+    assert "all checks passed" in capsys.readouterr().out
