@@ -10,6 +10,7 @@ import autograd
 import numpy as np
 import pytest
 
+from pnref._progress import ProgressBar
 from pnref.nn import (
     CNN,
     MLP,
@@ -23,7 +24,6 @@ from pnref.nn import (
     train,
 )
 from pnref.nn.norm_layer import NORMS, apply_norm, init_norm, parse_norm
-from pnref.nn.progress import ProgressBar
 
 # ---------------------------------------------------------------------------------- layers
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pnref._progress import ProgressBar
 from pnref.nn import NORMS, TrainConfig, load_dataset, train
-from pnref.nn.progress import ProgressBar
 
 __all__ = [
     "BatchSizeSettings",

@@ -29,6 +29,7 @@ from typing import TextIO
 
 import numpy as np
 
+from pnref._progress import ProgressBar
 from pnref._validation import as_float_array, check_eps, normalize_axis
 from pnref.norms import batch_norm, group_norm, instance_norm, layer_norm, weight_standardization
 from pnref.pn_act import act, pn_act
@@ -379,26 +380,6 @@ class PowerResult:
                 yield row
 
 
-class _ProgressBar:
-    """A one-line text progress bar redrawn in place with carriage returns."""
-
-    def __init__(self, total: int, stream: TextIO | None, width: int = 30) -> None:
-        self.total, self.stream, self.width, self.done = total, stream, width, 0
-        self.start = time.perf_counter()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.stream is None:
-            return
-        filled = self.width * self.done // self.total
-        elapsed = time.perf_counter() - self.start
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label:<18} {elapsed:6.1f} s")
-        if self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def run_power_experiment(
     settings: PowerSettings | None = None,
     norms: Sequence[str] = NORMS,
@@ -430,13 +411,14 @@ def run_power_experiment(
     network = draw_network(settings)
     shares = np.empty((len(norms), settings.depth, 3))
     total_power = np.empty((len(norms), settings.depth))
-    bar = _ProgressBar(len(norms) * settings.depth, progress)
+    bar = ProgressBar(len(norms) * settings.depth, stream=progress, enabled=progress is not None)
     for k, norm in enumerate(norms):
         for layer, y in enumerate(normalized_preactivations(network, norm, settings)):
             parts = power_decomposition(y, axis=-1)
             shares[k, layer] = parts.shares()
             total_power[k, layer] = parts.total
-            bar.step(f"{norm} layer {layer + 1}")
+            bar.update(1, f"{norm:<6} layer {layer + 1:<3}")
+    bar.close()
     return PowerResult(
         settings=settings,
         norms=norms,

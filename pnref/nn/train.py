@@ -11,10 +11,10 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.scipy.special import logsumexp
 
+from pnref._progress import ProgressBar
 from pnref.nn.data import Dataset, iterate_minibatches
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
-from pnref.nn.progress import ProgressBar
 
 __all__ = [
     "TrainConfig",

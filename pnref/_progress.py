@@ -1,15 +1,19 @@
-"""A tiny text progress bar written to stderr (no third-party dependency)."""
+"""A tiny text progress bar written to stderr (no third-party dependency).
+
+Support layer: used by training (:mod:`pnref.nn.train`) and the experiments alike.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
-    """``[#####.....] 50/100 loss 0.1234`` redrawn in place with a carriage return.
+    """``[#####.....] 50/100 loss 0.1234  12.3 s`` redrawn in place with a carriage return.
 
     Parameters
     ----------
@@ -33,6 +37,7 @@ class ProgressBar:
         self.enabled = enabled
         self.count = 0
         self._redraw_every = max(self.total // 100, 1)
+        self._start = time.perf_counter()
 
     def update(self, steps: int = 1, info: str = "") -> None:
         """Advance by ``steps``; redraw (about 100 times in all) with ``info`` after the counts."""
@@ -41,7 +46,10 @@ class ProgressBar:
             return
         filled = self.width * self.count // self.total
         bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.count}/{self.total} {info}")
+        elapsed = time.perf_counter() - self._start
+        self.stream.write(
+            f"\r{self.label} [{bar}] {self.count}/{self.total} {info} {elapsed:6.1f} s"
+        )
         self.stream.flush()
 
     def close(self) -> None:
