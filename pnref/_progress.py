@@ -1,6 +1,6 @@
 """A tiny text progress bar written to stderr (no third-party dependency).
 
-Support layer: used by training (:mod:`pnref.nn.train`) and the experiments alike.
+Support layer: used by training (`pnref.nn.train`) and the experiments alike.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Activation functions with their first and second derivatives, evaluated stably.
 
-``activation(name, **params)`` returns a frozen :class:`Activation` holding
+``activation(name, **params)`` returns a frozen `Activation` holding
 
 * ``f(z)``, ``df(z)``, ``d2f(z)``: the function and its derivatives, vectorised over arrays;
 * ``kinks`` / ``jumps``: the points where ``df`` is discontinuous and the size of each jump
   ``f'(k+) - f'(k-)``;
-* ``has_exact``: whether :mod:`pnref.moments.exact` has closed-form proxy moments for it.
+* ``has_exact``: whether `pnref.moments.exact` has closed-form proxy moments for it.
 
 Conventions (docs/architecture.md, "The activation contract"):
 
@@ -17,7 +17,7 @@ Conventions (docs/architecture.md, "The activation contract"):
   of non-positive arguments (``expit`` / ``log1p(exp(-|z|))`` forms), and ``gelu_tanh``
   clips its cubic before it could overflow (the result is saturated there anyway).
 
-This module depends on NumPy and SciPy only; it must not import :mod:`pnref.moments`
+This module depends on NumPy and SciPy only; it must not import `pnref.moments`
 (which imports it).
 """
 
@@ -323,7 +323,7 @@ _REGISTRY: dict[str, tuple[dict[str, float], Callable]] = {
     "sigmoid": ({}, _build_sigmoid),
 }
 
-#: The activation names :func:`activation` knows, in a fixed order.
+#: The activation names `activation` knows, in a fixed order.
 ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
 
 _ALIASES = {"swish": "silu"}
@@ -350,13 +350,13 @@ def _check_alpha(name: str, alpha) -> float:
 class Activation:
     """An activation function with its derivatives, kinks and jumps.
 
-    Build it with :func:`activation`; two instances are equal when their name and
+    Build it with `activation`; two instances are equal when their name and
     parameters are equal.
 
     Attributes
     ----------
     name : str
-        Canonical name (one of :data:`ACTIVATIONS`).
+        Canonical name (one of `ACTIVATIONS`).
     params : dict
         Parameters with defaults filled in, e.g. ``{"alpha": 0.01}``.
     f, df, d2f : callable
@@ -367,7 +367,7 @@ class Activation:
     jumps : tuple of float
         ``f'(k+) - f'(k-)`` at each kink.
     has_exact : bool
-        Whether :mod:`pnref.moments.exact` has closed-form proxy moments for it.
+        Whether `pnref.moments.exact` has closed-form proxy moments for it.
     """
 
     name: str
@@ -401,8 +401,8 @@ def activation(name: str | Activation, **params) -> Activation:
     Parameters
     ----------
     name : str or Activation
-        One of :data:`ACTIVATIONS` (``"swish"`` is accepted for ``"silu"``). An
-        :class:`Activation` is returned as is (no parameters may be given with it).
+        One of `ACTIVATIONS` (``"swish"`` is accepted for ``"silu"``). An
+        `Activation` is returned as is (no parameters may be given with it).
     **params
         ``alpha`` for ``leaky_relu`` (slope for z <= 0, default 0.01, 0 <= alpha <= 1)
         and ``elu`` (default 1, alpha >= 0). No other activation takes parameters.

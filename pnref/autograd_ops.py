@@ -120,7 +120,7 @@ def _activation_vjp(g: np.ndarray, z: np.ndarray, name: str = "relu", **params) 
 
 
 activation = make_primitive(_activation_forward, _activation_vjp, (0,))
-activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see :func:`pnref.activation`).
+activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see `pnref.activation`).
 
     Equations
     ---------

@@ -2,11 +2,11 @@ r"""The normalization blocks with a choice of backend: ``backend="numpy" | "numb
 
 Thin dispatch over two implementations with one contract:
 
-* ``"numpy"`` (the default): the reference of :mod:`pnref.blocks_ref`, float64 NumPy
+* ``"numpy"`` (the default): the reference of `pnref.blocks_ref`, float64 NumPy
   written for readability and checked against the oracle. It is the default because
   this library is a *reference*: its default answer must be the one that is easiest to
   audit, and it needs no compilation.
-* ``"numba"``: the fused kernels of :mod:`pnref.kernels` (one pass for the statistics,
+* ``"numba"``: the fused kernels of `pnref.kernels` (one pass for the statistics,
   one for the output; parallel over independent units; bit-identical for any thread
   count). They agree with the reference to about 1e-15 relative in float64 and are
   tens of times faster, at the price of a one-time compilation (a few tens of seconds,
@@ -89,7 +89,7 @@ def norm_pn_act(
     eps : float
         Added to the proxy variance (official value 0.03).
     method, n : str, int or None
-        How the proxy moments are computed (:func:`pnref.moments.proxy_moments`).
+        How the proxy moments are computed (`pnref.moments.proxy_moments`).
     axis : int
         The channel axis.
     backend : {"numpy", "numba"}
@@ -129,16 +129,16 @@ def norm_pn_act_vjp(
     axis: int = 1,
     backend: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`norm_pn_act`.
+    r"""Vector-Jacobian product of `norm_pn_act`.
 
     Parameters
     ----------
     dout : ndarray
         Cotangent of the output (shape of ``x``).
     x, gamma, beta, gamma_tilde, beta_tilde
-        As for :func:`norm_pn_act`.
+        As for `norm_pn_act`.
     norm, groups, norm_eps, activation, eps, method, n, axis, backend
-        As for :func:`norm_pn_act`.
+        As for `norm_pn_act`.
 
     Returns
     -------
@@ -177,7 +177,7 @@ def norm_act(
     gamma, beta : ndarray (C,) or None
         The norm's affine; ``None`` means 1 and 0.
     norm, groups, norm_eps, activation, axis, backend
-        As for :func:`norm_pn_act`.
+        As for `norm_pn_act`.
 
     Returns
     -------
@@ -206,14 +206,14 @@ def norm_act_vjp(
     axis: int = 1,
     backend: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`norm_act`: ``(dx, dgamma, dbeta)``.
+    r"""Vector-Jacobian product of `norm_act`: ``(dx, dgamma, dbeta)``.
 
     Parameters
     ----------
     dout : ndarray
         Cotangent of the output.
     x, gamma, beta, norm, groups, norm_eps, activation, axis, backend
-        As for :func:`norm_act`.
+        As for `norm_act`.
 
     Returns
     -------

@@ -2,11 +2,11 @@ r"""The normalization blocks, reference NumPy versions: ``norm -> PN-Act`` and `
 
 Two blocks, each a composition of two ops of the math core with its VJP composed by hand:
 
-* :func:`norm_pn_act`: a norm **without** its own affine, then :func:`pnref.pn_act.pn_act`
+* `norm_pn_act`: a norm **without** its own affine, then `pnref.pn_act.pn_act`
   (the per-channel affine lives inside PN-Act), as the official Proxy Normalization code
   plugs it.
-* :func:`norm_act`: the norm with its affine, then the activation: the baselines BN, LN, IN
-  and GN. The norm's affine is exactly the affine of :func:`pnref.pn_act.act`, so the block is
+* `norm_act`: the norm with its affine, then the activation: the baselines BN, LN, IN
+  and GN. The norm's affine is exactly the affine of `pnref.pn_act.act`, so the block is
   written as ``act(normalize(x))`` and its backward as ``normalize_vjp(act_vjp(dout))``.
 
 ``norm`` is one of ``"bn"`` (training-mode batch statistics), ``"ln"`` (per sample over every
@@ -15,7 +15,7 @@ channel and position), ``"in"`` (per sample and channel) and ``"gn"`` (per sampl
 ``None`` for the others (``"ln"`` is ``"gn"`` with one group and ``"in"`` is ``"gn"`` with one
 group per channel; say so through ``norm`` instead).
 
-The dispatching layer :mod:`pnref.blocks` (``backend="numpy" | "numba"``) calls these for
+The dispatching layer `pnref.blocks` (``backend="numpy" | "numba"``) calls these for
 ``backend="numpy"``; there is deliberately no ``backend`` keyword here. The composition is
 written down in ``docs/proxy-norm.md``.
 """
@@ -134,7 +134,7 @@ def norm_pn_act(
     x : ndarray, shape (N, ..., C, ...)
         Pre-activation (e.g. a convolution's output); batch on axis 0, channels on ``axis``.
     gamma, beta, gamma_tilde, beta_tilde
-        PN-Act's per-channel parameters, shape (C,); see :func:`pnref.pn_act.pn_act`.
+        PN-Act's per-channel parameters, shape (C,); see `pnref.pn_act.pn_act`.
     norm : {"gn", "ln", "in", "bn"}
         The norm; ``"bn"`` uses training-mode batch statistics.
     groups : int or None
@@ -142,7 +142,7 @@ def norm_pn_act(
     norm_eps : float
         The norm's epsilon (inside the square root of the data variance), >= 0.
     activation, eps, method, n, axis
-        As for :func:`pnref.pn_act.pn_act`.
+        As for `pnref.pn_act.pn_act`.
 
     Returns
     -------
@@ -185,7 +185,7 @@ def norm_pn_act_vjp(
     n: int | None = None,
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`norm_pn_act`.
+    r"""Vector-Jacobian product of `norm_pn_act`.
 
     Returns
     -------
@@ -244,7 +244,7 @@ def norm_act(
     gamma, beta : ndarray of shape (C,) or None
         The norm's per-channel scale and shift; ``None`` means 1 and 0 (not learned).
     norm, groups, norm_eps, axis
-        As for :func:`norm_pn_act`.
+        As for `norm_pn_act`.
     activation : str or Activation
         The activation ``phi``.
 
@@ -276,7 +276,7 @@ def norm_act_vjp(
     activation: str | Activation = "relu",
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`norm_act`.
+    r"""Vector-Jacobian product of `norm_act`.
 
     Returns
     -------

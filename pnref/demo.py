@@ -1,9 +1,9 @@
 """``pnref demo``: the golden verification of the bundled suite, then a gradient self-check.
 
-:func:`run_demo` (what ``make demo`` runs) first verifies pnref's default implementation (its
+`run_demo` (what ``make demo`` runs) first verifies pnref's default implementation (its
 fast path) against the golden suite bundled with the package and prints that table
 (``pnref golden verify``, see ``docs/verification.md``), then runs the gradient check below
-(also available alone as ``pnref check-gradients``, :func:`run_gradient_check`).
+(also available alone as ``pnref check-gradients``, `run_gradient_check`).
 
 For each named case the gradient check prints the forward output's statistics (mean, std,
 min, max) and the agreement of the hand-derived backward pass with central finite differences:
@@ -154,7 +154,7 @@ def _format_table(results: Sequence[CaseResult]) -> str:
 
 
 def run_demo() -> int:
-    """Golden verification of the bundled suite, then :func:`run_gradient_check`.
+    """Golden verification of the bundled suite, then `run_gradient_check`.
 
     Returns
     -------
@@ -173,7 +173,7 @@ def run_gradient_check() -> int:
 
     Equations
     ---------
-    Each row: mean, std, min, max of y = f(p), and rel_err of :func:`check_case`.
+    Each row: mean, std, min, max of y = f(p), and rel_err of `check_case`.
     """
     rng = np.random.default_rng(SEED + 1)
     results = [check_case(case, rng) for case in demo_cases()]

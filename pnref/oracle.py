@@ -5,7 +5,7 @@ mpmath at 30 significant digits or more. It is slow (about a second per point) a
 the judge for every fast method in the tests and the golden vectors.
 
 It has its own mpmath versions of the activations, written from their definitions and
-independent of :mod:`pnref.activations`, so that a mistake there cannot hide here.
+independent of `pnref.activations`, so that a mistake there cannot hide here.
 
 Numerical care (docs/proxy-moments.md, "The oracle"):
 
@@ -52,7 +52,7 @@ __all__ = [
     "moments_float",
 ]
 
-#: Activation names the oracle knows (same names as :data:`pnref.activations.ACTIVATIONS`).
+#: Activation names the oracle knows (same names as `pnref.activations.ACTIVATIONS`).
 ACTIVATIONS: tuple[str, ...] = (
     "identity",
     "relu",
@@ -232,7 +232,7 @@ def moments(
     Parameters
     ----------
     name : str
-        Activation name (see :data:`ACTIVATIONS`).
+        Activation name (see `ACTIVATIONS`).
     m : float
         Mean of the pre-activation (taken exactly, as a binary float).
     s : float
@@ -308,7 +308,7 @@ def moments(
 
 
 def moments_float(name: str, m: float, s: float, **kwargs) -> tuple[float, ...]:
-    """:func:`moments` rounded to float64 (same arguments)."""
+    """`moments` rounded to float64 (same arguments)."""
     return tuple(float(v) for v in moments(name, m, s, **kwargs))
 
 
@@ -319,7 +319,7 @@ def load_table(path: str | Path) -> list[dict]:
     -------
     list of dict
         One dict per row: ``activation`` (str), ``alpha`` (float or None) and the
-        float64 values of the other :data:`TABLE_COLUMNS`.
+        float64 values of the other `TABLE_COLUMNS`.
     """
     rows = []
     with Path(path).open(newline="") as handle:

@@ -9,11 +9,11 @@ Proxy Normalization (Labatie et al., NeurIPS 2021, arXiv 2106.03743) replaces th
 where ``proxy_mean`` and ``proxy_var`` are the mean and variance of
 ``phi(gamma * Y + beta)`` for the data-independent proxy variable
 ``Y ~ Normal(beta_tilde, (1 + gamma_tilde)^2)``, one per channel. The moments come from
-:func:`pnref.moments.proxy_moments`; every one of its methods is selectable here.
+`pnref.moments.proxy_moments`; every one of its methods is selectable here.
 
 Each op has its forward and its vector-Jacobian product (VJP) side by side. The VJP of
 ``pn_act`` includes the path through the proxy moments, which it hands to
-:func:`pnref.moments.proxy_moments_vjp`. The derivation is in ``docs/proxy-norm.md``.
+`pnref.moments.proxy_moments_vjp`. The derivation is in ``docs/proxy-norm.md``.
 
 All computation is in float64 whatever the input dtype; results come back in the
 widest floating dtype of the arguments (see ``docs/architecture.md``).
@@ -44,7 +44,7 @@ __all__ = ["act", "act_vjp", "pn_act", "pn_act_vjp", "resolve_activation"]
 
 
 def resolve_activation(activation: str | Activation) -> Activation:
-    """Return the :class:`pnref.activations.Activation` named by ``activation``.
+    """Return the `pnref.activations.Activation` named by ``activation``.
 
     A string is looked up with default parameters (``"leaky_relu"`` gets its default
     slope); an ``Activation`` object (e.g. ``pnref.activation("leaky_relu", alpha=0.2)``)
@@ -124,7 +124,7 @@ def act(
     gamma, beta : ndarray of shape (C,) or None
         Per-channel scale and shift; ``None`` means 1 and 0 (not learned).
     activation : str or Activation
-        The activation ``phi`` (see :func:`pnref.activation`).
+        The activation ``phi`` (see `pnref.activation`).
     axis : int
         The channel axis (1 channels-first, -1 channels-last).
 
@@ -154,14 +154,14 @@ def act_vjp(
     activation: str | Activation = "relu",
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`act`.
+    r"""Vector-Jacobian product of `act`.
 
     Parameters
     ----------
     dout : ndarray
         Cotangent of the output, same shape as ``y``.
     y, gamma, beta, activation, axis
-        As for :func:`act`.
+        As for `act`.
 
     Returns
     -------
@@ -266,7 +266,7 @@ def pn_act(
     eps : float
         Added to the proxy variance inside the square root; must be > 0 (official: 0.03).
     method : str
-        How :func:`pnref.moments.proxy_moments` computes the proxy moments:
+        How `pnref.moments.proxy_moments` computes the proxy moments:
         ``"quantile"`` (the official estimator, default), ``"exact"`` (the mathematical
         definition, closed forms), ``"quadrature"``, ``"montecarlo"`` (proxy_moments'
         default seed 0, so the forward and the VJP see the same draws).
@@ -330,14 +330,14 @@ def pn_act_vjp(
     n: int | None = None,
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Vector-Jacobian product of :func:`pn_act`, including the path through the proxy moments.
+    r"""Vector-Jacobian product of `pn_act`, including the path through the proxy moments.
 
     Parameters
     ----------
     dout : ndarray
         Cotangent of the output, same shape as ``y``.
     y, gamma, beta, gamma_tilde, beta_tilde, activation, eps, method, n, axis
-        As for :func:`pn_act`.
+        As for `pn_act`.
 
     Returns
     -------
@@ -345,7 +345,7 @@ def pn_act_vjp(
         ``dgamma_tilde`` / ``dbeta_tilde`` are ``None`` where the argument is ``None``.
         The moments path is the exact derivative of the chosen estimator (for
         ``"quantile"`` with fixed points, ``"montecarlo"`` with its fixed draws), as
-        computed by :func:`pnref.moments.proxy_moments_vjp`.
+        computed by `pnref.moments.proxy_moments_vjp`.
 
     Equations
     ---------

@@ -1,6 +1,6 @@
 """Other implementations of pnref's ops, verified by ``pnref golden verify``.
 
-- :mod:`pnref.adapters.torch` (extra ``pnref[torch]``): PyTorch, with torch autograd.
+- `pnref.adapters.torch` (extra ``pnref[torch]``): PyTorch, with torch autograd.
 
 Import the submodule explicitly; this package imports nothing optional by itself.
 """

@@ -1,13 +1,13 @@
 """PyTorch implementation of Proxy Normalization: an ``nn.Module`` and a golden-suite adapter.
 
 Install with the extra ``pnref[torch]``. Everything is computed by
-:class:`pnref.adapters.torch_ops.TorchOps` with torch ops and torch autograd, independent
+`pnref.adapters.torch_ops.TorchOps` with torch ops and torch autograd, independent
 of pnref's NumPy code; this module wraps it as
 
-- :class:`ProxyNormAct`, the PN-Act layer (learned gamma, beta, gamma~, beta~);
-- :class:`NormProxyNormAct`, the block "norm without affine, then PN-Act";
-- :class:`TorchAdapter`, the adapter ``pnref golden verify --impl
-  pnref.adapters.torch:TorchAdapter`` calls (protocol in :mod:`pnref.golden.adapter`).
+- `ProxyNormAct`, the PN-Act layer (learned gamma, beta, gamma~, beta~);
+- `NormProxyNormAct`, the block "norm without affine, then PN-Act";
+- `TorchAdapter`, the adapter ``pnref golden verify --impl
+  pnref.adapters.torch:TorchAdapter`` calls (protocol in `pnref.golden.adapter`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ProxyNormAct(nn.Module):
 
 
 class NormProxyNormAct(nn.Module):
-    """The Proxy Normalization block: ``norm`` (LN or GN, no affine) then :class:`ProxyNormAct`.
+    """The Proxy Normalization block: ``norm`` (LN or GN, no affine) then `ProxyNormAct`.
 
     Parameters
     ----------
@@ -87,7 +87,7 @@ class NormProxyNormAct(nn.Module):
     norm_eps : float
         The norm's eps (official 1e-3).
     **pn_kwargs
-        Passed to :class:`ProxyNormAct`.
+        Passed to `ProxyNormAct`.
     """
 
     def __init__(self, channels: int, norm: str = "gn", groups: int | None = 4,
@@ -121,7 +121,7 @@ def _block_kwargs(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TorchAdapter:
-    """Golden-suite adapter over :class:`TorchOps` (protocol: :mod:`pnref.golden.adapter`).
+    """Golden-suite adapter over `TorchOps` (protocol: `pnref.golden.adapter`).
 
     float32 and float64 cases are computed in their own dtype; float16 cases in float32
     (float32 statistics, as frameworks do) and rounded back. Proxy moments other than the

@@ -1,7 +1,7 @@
 """Normalizations, proxy moments, PN-Act and the blocks written with PyTorch ops.
 
 An implementation independent of pnref's NumPy code: everything is torch tensor arithmetic
-and gradients come from torch autograd. It is written as methods of :class:`TorchOps` so
+and gradients come from torch autograd. It is written as methods of `TorchOps` so
 that a variant can replace one step (the tests' mutants do exactly that).
 
 Conventions match ``docs/architecture.md``: batch on axis 0, channels on ``axis``,
@@ -204,7 +204,7 @@ class TorchOps:
 
         The standard normal variable is integrated over [-10, 10], split at 0 and at the
         kink ``c = (k - m) / s`` of the activation (at ``-m / s`` for a smooth one), with
-        :data:`QUADRATURE_NODES` nodes per piece; the breakpoint is held constant under
+        `QUADRATURE_NODES` nodes per piece; the breakpoint is held constant under
         differentiation (the integral does not depend on it).
         """
         dtype = gamma.dtype

@@ -1,6 +1,6 @@
 """Test accuracy against batch size for each norm: the small-batch experiment.
 
-Each norm in :data:`pnref.nn.NORMS` x each batch size x each seed trains the small CNN on the
+Each norm in `pnref.nn.NORMS` x each batch size x each seed trains the small CNN on the
 8x8 digits (or the synthetic images) for a fixed number of epochs, with the learning rate
 scaled linearly with the batch size (``lr = base_lr * batch_size / 64``: the same number of
 epochs and the same expected total update for every batch size). The train/test split is
@@ -142,7 +142,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_markdown(rows: list[dict], path: str | Path, *, header: str = "") -> None:
-    """The table of :func:`markdown_table`, after ``header``."""
+    """The table of `markdown_table`, after ``header``."""
     Path(path).write_text(header + markdown_table(rows))
 
 

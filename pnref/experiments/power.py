@@ -2,8 +2,8 @@
 
 A random ReLU network at initialization (Labatie et al. 2021, Figure 2, top row): at every layer
 the normalized pre-activation ``y`` is split into a channel-wise constant part, the variability of
-the instance means and the variation within each instance (:func:`power_decomposition`), each as a
-share of the total power, for each norm in :data:`NORMS`.
+the instance means and the variation within each instance (`power_decomposition`), each as a
+share of the total power, for each norm in `NORMS`.
 
 The network, channels-last throughout (``(N, H, W, C)``)::
 
@@ -317,9 +317,9 @@ def normalized_preactivations(
     Parameters
     ----------
     network : RandomNetwork
-        From :func:`draw_network` with the same ``settings``.
+        From `draw_network` with the same ``settings``.
     norm : str
-        One of :data:`NORMS`.
+        One of `NORMS`.
     settings : PowerSettings
 
     Yields
@@ -356,7 +356,7 @@ class PowerResult:
     settings : PowerSettings
     norms : tuple of str
     shares : ndarray, shape (len(norms), depth, 3)
-        Shares of :data:`PART_NAMES` at each layer (layer l is row l - 1).
+        Shares of `PART_NAMES` at each layer (layer l is row l - 1).
     total_power : ndarray, shape (len(norms), depth)
         Mean of ``y**2`` over inputs, positions and channels.
     seconds : float
@@ -392,8 +392,8 @@ def run_power_experiment(
     ----------
     settings : PowerSettings, optional
         Defaults to ``PowerSettings()``.
-    norms : sequence of str, default :data:`NORMS`
-        Which norms to run, each one of :data:`NORMS`, no repeats.
+    norms : sequence of str, default `NORMS`
+        Which norms to run, each one of `NORMS`, no repeats.
     progress : text stream, optional
         Where to draw a progress bar (e.g. ``sys.stderr``); none when absent.
 
@@ -455,7 +455,7 @@ def last_layer_table(result: PowerResult) -> str:
 def plot_power(result: PowerResult, path: str | Path) -> Path:
     """Save a PNG with one panel per norm: the three shares stacked against depth.
 
-    Each panel's title gives the last layer's shares in percent, in :data:`PART_NAMES` order
+    Each panel's title gives the last layer's shares in percent, in `PART_NAMES` order
     (a part too thin to see in the stack still shows there).
 
     Needs matplotlib (``pip install 'pnref[plot]'``); raises ImportError naming it otherwise.
@@ -509,7 +509,7 @@ def run_and_save(
 ) -> PowerResult:
     """What ``pnref experiment power`` does: run, write the CSV and figure, print the time.
 
-    ``norms=None`` runs all of :data:`NORMS`; ``figure_path=None`` skips the figure (and the need
+    ``norms=None`` runs all of `NORMS`; ``figure_path=None`` skips the figure (and the need
     for matplotlib). Progress and the elapsed time go to ``stream`` (default ``sys.stderr``).
     """
     stream = sys.stderr if stream is None else stream

@@ -1,10 +1,10 @@
 """Golden test vectors: generate suites of cases and verify other implementations against them.
 
-- :mod:`pnref.golden.cases` the case set, :mod:`pnref.golden.profiles` the conventions;
-- :mod:`pnref.golden.generate` writes a suite, :mod:`pnref.golden.format` is its file format;
-- :mod:`pnref.golden.tolerances` the tolerance policy;
-- :mod:`pnref.golden.adapter` the adapter protocol and the default (pnref) adapter;
-- :mod:`pnref.golden.verify` runs an adapter on a suite and reports.
+- `pnref.golden.cases` the case set, `pnref.golden.profiles` the conventions;
+- `pnref.golden.generate` writes a suite, `pnref.golden.format` is its file format;
+- `pnref.golden.tolerances` the tolerance policy;
+- `pnref.golden.adapter` the adapter protocol and the default (pnref) adapter;
+- `pnref.golden.verify` runs an adapter on a suite and reports.
 
 The format is documented in ``docs/golden-format.md``, the verification tool in
 ``docs/verification.md``. This package is the top layer: nothing below imports it.

@@ -5,7 +5,7 @@ An adapter is any object with a ``name`` and two methods::
     forward(op, inputs, attrs) -> {output name: array}
     vjp(op, inputs, attrs, cotangents) -> {input name: gradient array}
 
-- ``op`` is one of the op names of :data:`pnref.golden.ops.OPS` (``"group_norm"``,
+- ``op`` is one of the op names of `pnref.golden.ops.OPS` (``"group_norm"``,
   ``"pn_act"``, ``"proxy_moments"`` ...).
 - ``inputs`` maps input names to NumPy arrays in the case's dtype (float16, float32 or
   float64); optional inputs a case does not use are absent.
@@ -16,7 +16,7 @@ An adapter is any object with a ``name`` and two methods::
   gradient for every input present in ``inputs``.
 
 Anything the adapter raises becomes a failed case with the exception's message; it never
-stops the run. The default adapter, :class:`PnrefAdapter`, is pnref's own fast path.
+stops the run. The default adapter, `PnrefAdapter`, is pnref's own fast path.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class PnrefAdapter:
     """pnref itself: the Numba fast path where pnref has one, the NumPy math core elsewhere.
 
     Inputs are passed in the case's dtype and results come back in it, as any external
-    implementation would be called. With :mod:`pnref.blocks` available, the blocks run with
+    implementation would be called. With `pnref.blocks` available, the blocks run with
     ``backend="numba"``, and so do the four grouped norms (as ``norm_act`` with the identity
     activation; an ONNX-18 per-group affine is expanded to per-channel and its gradient
     summed back). The other ops (running statistics, evaluation-mode BN, weight
@@ -131,14 +131,14 @@ class PnrefAdapter:
         return None
 
     def forward(self, op, inputs, attrs):
-        """Outputs of ``op`` (see :class:`GoldenAdapter`)."""
+        """Outputs of ``op`` (see `GoldenAdapter`)."""
         fast = self._fast(op)
         if fast is not None:
             return fast(op, inputs, attrs)
         return _in_dtype(OPS[op].forward(inputs, attrs), inputs)
 
     def vjp(self, op, inputs, attrs, cotangents):
-        """Gradients for ``op`` (see :class:`GoldenAdapter`)."""
+        """Gradients for ``op`` (see `GoldenAdapter`)."""
         fast = self._fast(op)
         if fast is not None:
             return fast(op, inputs, attrs, cotangents)

@@ -1,6 +1,6 @@
 """The case set of the golden suites: which op, under which profile, on which inputs.
 
-Each :class:`CaseSpec` is deterministic: its inputs come from a NumPy generator seeded from
+Each `CaseSpec` is deterministic: its inputs come from a NumPy generator seeded from
 the case id (CRC-32), so a suite regenerates identically. Shapes are kept small (at most a
 few hundred elements) so the bundled suite stays far under its 5 MB budget and verifies in
 seconds, yet every profile, op, dtype and edge case of ``shared/conventions.md`` appears.
@@ -43,9 +43,9 @@ class CaseSpec:
     case_id : str
         Unique id, also the case file's stem (``[a-z0-9._-]``).
     op : str
-        Op name (a key of :data:`pnref.golden.ops.OPS`).
+        Op name (a key of `pnref.golden.ops.OPS`).
     profile : str
-        Convention profile (a key of :data:`pnref.golden.profiles.PROFILES`).
+        Convention profile (a key of `pnref.golden.profiles.PROFILES`).
     dtype : str
         ``"float16"``, ``"float32"`` or ``"float64"``: the inputs are rounded to it.
     attrs : dict
@@ -465,7 +465,7 @@ def suite_cases(suite: str) -> list[CaseSpec]:
     Raises
     ------
     ValueError
-        If ``suite`` is not a key of :data:`SUITES`.
+        If ``suite`` is not a key of `SUITES`.
     """
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {sorted(SUITES)}, got {suite!r}")

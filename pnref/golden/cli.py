@@ -1,6 +1,6 @@
 """``pnref golden generate`` and ``pnref golden verify``: the golden sub-commands.
 
-Registered by :func:`add_golden_parser` from :mod:`pnref.cli`. Heavy modules are imported
+Registered by `add_golden_parser` from `pnref.cli`. Heavy modules are imported
 inside the command functions so that ``pnref --help`` stays instant.
 """
 

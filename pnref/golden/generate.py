@@ -332,7 +332,7 @@ def generate_suite(out: str | Path, suite: str = "canonical") -> dict[str, Any]:
         Output directory; created if absent. If it already holds a golden suite, that
         suite's files are replaced; any other non-empty directory is refused.
     suite : str
-        A key of :data:`pnref.golden.cases.SUITES`.
+        A key of `pnref.golden.cases.SUITES`.
     """
     generated = [generate_case(case) for case in suite_cases(suite)]  # before touching out
     out = Path(out)

@@ -1,6 +1,6 @@
 """The ops a golden suite covers: their inputs, outputs, attributes and float64 reference.
 
-Each op is an :class:`OpSpec`. Its ``forward(inputs, attrs)`` and ``vjp(inputs, attrs,
+Each op is an `OpSpec`. Its ``forward(inputs, attrs)`` and ``vjp(inputs, attrs,
 cotangents)`` call pnref's NumPy math core in float64 on the given (already rounded) inputs;
 they are what the generator stores as the expected values, and the contract an adapter
 implements (``docs/verification.md``). Optional inputs (gamma, beta, gamma_tilde,
@@ -81,7 +81,7 @@ class OpSpec:
 
 
 def activation_of(attrs: Attrs) -> Activation:
-    """The :class:`pnref.activations.Activation` named by a case's attributes."""
+    """The `pnref.activations.Activation` named by a case's attributes."""
     return make_activation(attrs["activation"], **dict(attrs.get("activation_params") or {}))
 
 

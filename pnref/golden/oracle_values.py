@@ -1,7 +1,7 @@
 """Exact proxy moments for golden cases, from the mpmath oracle, and Monte Carlo error bars.
 
 The expected values of ``proxy_moments`` cases whose method is ``exact``, ``quadrature`` or
-``montecarlo`` are the exact moments, so they come from :mod:`pnref.oracle` (mpmath), not
+``montecarlo`` are the exact moments, so they come from `pnref.oracle` (mpmath), not
 from the code under test. Results are memoized per (activation, m, s): the methods share
 their parameter vectors, so each point is integrated once per generation.
 """

@@ -100,7 +100,7 @@ class Tolerance:
     Attributes
     ----------
     kind : str
-        One of :data:`KINDS`.
+        One of `KINDS`.
     metric : str
         ``"elementwise"`` or ``"relative_l2"``.
     rtol : float
@@ -168,7 +168,7 @@ def tolerance_for(
     Parameters
     ----------
     kind : str
-        Output kind, one of :data:`KINDS`.
+        Output kind, one of `KINDS`.
     dtype : str or dtype
         The case's dtype (that of its inputs).
     condition : float

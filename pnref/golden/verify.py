@@ -1,11 +1,11 @@
 """Verify an implementation against a golden suite; never crash on bad data or a bad adapter.
 
-Each case becomes a :class:`CaseResult`: its checks (one per expected array, with the
+Each case becomes a `CaseResult`: its checks (one per expected array, with the
 maximum absolute error, the relative L2 error, the worst element's index and both values)
 or the message of what went wrong (unreadable file, checksum mismatch, missing array,
-adapter exception, wrong shape or dtype). :func:`verify_suite` returns a :class:`Report`
-that prints as a table (:func:`format_table`) and serializes to JSON
-(:meth:`Report.to_json`).
+adapter exception, wrong shape or dtype). `verify_suite` returns a `Report`
+that prints as a table (`format_table`) and serializes to JSON
+(`Report.to_json`).
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def verify_suite(suite_dir: str | Path, adapter, *, select: str | None = None) -
     suite_dir : str or Path
         A directory holding ``manifest.json`` and the case files.
     adapter : GoldenAdapter
-        The implementation (see :mod:`pnref.golden.adapter`).
+        The implementation (see `pnref.golden.adapter`).
     select : str, optional
         Only the cases whose id contains this substring.
 

@@ -1,8 +1,8 @@
-"""Fused Numba kernels for the normalization blocks (layer 2: below :mod:`pnref.blocks`).
+"""Fused Numba kernels for the normalization blocks (layer 2: below `pnref.blocks`).
 
-The public functions mirror :mod:`pnref.blocks_ref` and agree with it to rounding
-(``docs/performance.md``): :func:`norm_pn_act`, :func:`norm_pn_act_vjp`,
-:func:`norm_act`, :func:`norm_act_vjp`. :func:`warmup` compiles (or loads from the
+The public functions mirror `pnref.blocks_ref` and agree with it to rounding
+(``docs/performance.md``): `norm_pn_act`, `norm_pn_act_vjp`,
+`norm_act`, `norm_act_vjp`. `warmup` compiles (or loads from the
 on-disk cache) every kernel.
 
 Importing this package imports Numba but compiles nothing: the kernels are compiled

@@ -3,14 +3,14 @@
 The choice of activation is one branch per row, taken outside the loop, so every loop
 body is straight-line code that LLVM can vectorise without ``fastmath``. Two styles:
 
-* :func:`forward_row` and :func:`backward_row` do a channels-first row's whole
+* `forward_row` and `backward_row` do a channels-first row's whole
   per-element work in one loop per activation (normalize, affine, activation, and the
   output or the backward terms): no intermediate buffers.
-* :func:`activate_row` and :func:`activate_row_with_slope` apply the activation to a
+* `activate_row` and `activate_row_with_slope` apply the activation to a
   buffer of pre-activations (the channels-last path, whose coefficients change along
   the row).
 
-Each formula is the one :mod:`pnref.activations` uses (same branches, same stable forms):
+Each formula is the one `pnref.activations` uses (same branches, same stable forms):
 
 ========== ====================================== =========================================
 name       f(z)                                   f'(z) (left derivative at a kink)
@@ -28,7 +28,7 @@ sigmoid    sigmoid(z)                             sigmoid(z) sigmoid(-z)
 ========== ====================================== =========================================
 
 NaN in ``z`` gives NaN in ``f`` and in ``f'`` for every activation (as in
-:mod:`pnref.activations`): piecewise formulas test ``z <= 0`` first so NaN falls through.
+`pnref.activations`): piecewise formulas test ``z <= 0`` first so NaN falls through.
 """
 
 from __future__ import annotations

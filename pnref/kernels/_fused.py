@@ -1,6 +1,6 @@
 r"""Fused Numba kernels: norm -> affine -> activation -> proxy normalization.
 
-One forward and one backward kernel serve every block of :mod:`pnref.kernels`:
+One forward and one backward kernel serve every block of `pnref.kernels`:
 group norm (so layer and instance norm), training-mode batch norm, PN-Act and the plain
 affine + activation step (which is PN-Act with proxy mean 0 and inverse proxy std 1).
 
@@ -303,7 +303,7 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
 def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channels_per_stat,
                    norm_eps, gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha,
                    dx3, sum_dout, sum_dout_centered, sum_t, sum_t_xhat):
-    """Backward of :func:`fused_forward`: ``dx3`` and per-unit partial channel sums.
+    """Backward of `fused_forward`: ``dx3`` and per-unit partial channel sums.
 
     The statistics are recomputed from ``x3`` (two passes over a unit that is in cache
     anyway). Pass 3 computes ``phi'`` once per element, accumulates the channel sums and
@@ -312,7 +312,7 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
 
     Parameters
     ----------
-    dout3, x3, dx3 : ndarray, same layout and dtype as for :func:`fused_forward`
+    dout3, x3, dx3 : ndarray, same layout and dtype as for `fused_forward`
     sum_dout, sum_dout_centered, sum_t, sum_t_xhat : float64 ndarray (N // unit_samples, C)
         Outputs: row ``b`` holds sample block ``b``'s sums of ``dout``,
         ``dout * (a - mu_c)``, ``t`` and ``t * xhat`` per channel; the caller sums the

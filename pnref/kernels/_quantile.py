@@ -1,6 +1,6 @@
 r"""The official quantile estimator of the proxy moments, as a small Numba kernel.
 
-Same estimator and same formulas as :mod:`pnref.moments.quantile` (through
+Same estimator and same formulas as `pnref.moments.quantile` (through
 ``pnref.moments._sums.weighted_moments``): for each channel, with
 ``Z_i = m + s u_i`` on the official points ``u_i``, ``f_i = f(Z_i)``:
 
@@ -14,7 +14,7 @@ Same estimator and same formulas as :mod:`pnref.moments.quantile` (through
 
 It costs O(C n) like the NumPy version but without NumPy's per-call overhead, which
 dominates a training-sized block (about 0.25 ms of a 0.4 ms call at C = 32, n = 200).
-Sums are pairwise (:func:`pnref.kernels._fused._fold_sum`).
+Sums are pairwise (`pnref.kernels._fused._fold_sum`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
-r"""The fast path of the normalization blocks: same signatures as :mod:`pnref.blocks_ref`.
+r"""The fast path of the normalization blocks: same signatures as `pnref.blocks_ref`.
 
 ``norm_pn_act``, ``norm_pn_act_vjp``, ``norm_act`` and ``norm_act_vjp`` validate their
 arguments, lay the data out as a C-contiguous 3-d array, and run the fused kernels of
-:mod:`pnref.kernels._fused`. The per-channel proxy moments and their VJP (O(C n) work,
-independent of the data size) come from :func:`pnref.moments.proxy_moments` and
-:func:`pnref.moments.proxy_moments_vjp`, exactly as in the reference, except for the
+`pnref.kernels._fused`. The per-channel proxy moments and their VJP (O(C n) work,
+independent of the data size) come from `pnref.moments.proxy_moments` and
+`pnref.moments.proxy_moments_vjp`, exactly as in the reference, except for the
 default ``method="quantile"``, which runs the same estimator as a small Numba kernel
-(:mod:`pnref.kernels._quantile`) to keep the per-call overhead low.
+(`pnref.kernels._quantile`) to keep the per-call overhead low.
 
 Layouts: channels on axis 1 (channels-first) or on the last axis (channels-last) are
 used in place (a copy only if the array is not C-contiguous or needs a dtype change);
 a channel axis in the middle (``2 <= axis < ndim - 1``) is moved to the end (one copy).
 Inputs the kernels do not cover are handed to the reference
-(:mod:`pnref.blocks_ref`): fewer than two dimensions, ``axis == 0``, or an empty array.
+(`pnref.blocks_ref`): fewer than two dimensions, ``axis == 0``, or an empty array.
 
 Dtypes: computation in float64; the kernels read float32 or float64 data (float16 data
 is read as float32) and results come back in the widest floating dtype of the
@@ -48,7 +48,7 @@ from pnref.pn_act import resolve_activation
 
 __all__ = ["KERNEL_ACTIVATIONS", "norm_act", "norm_act_vjp", "norm_pn_act", "norm_pn_act_vjp"]
 
-#: Activations the kernels implement (every activation of :mod:`pnref.activations`).
+#: Activations the kernels implement (every activation of `pnref.activations`).
 KERNEL_ACTIVATIONS: tuple[str, ...] = tuple(ACTIVATION_CODES)
 
 _NORMS = ("bn", "ln", "in", "gn")
@@ -91,7 +91,7 @@ class _Plan:
         return arr3 if arr3.flags.writeable else arr3.copy()
 
     def from_3d(self, arr3: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`to_3d` (a view)."""
+        """Inverse of `to_3d` (a view)."""
         if self.moved:
             moved_shape = tuple(np.delete(np.array(self.shape), self.channel_axis)) + (
                 self.channels,
@@ -105,7 +105,7 @@ class _Plan:
 
 
 def _check_norm(norm, groups, channels: int) -> int | None:
-    """Validate ``norm`` / ``groups`` as :mod:`pnref.blocks_ref` does; return the group count
+    """Validate ``norm`` / ``groups`` as `pnref.blocks_ref` does; return the group count
     (``None`` for batch norm)."""
     if not isinstance(norm, str) or norm not in _NORMS:
         raise ValueError(f"norm must be one of {', '.join(map(repr, _NORMS))}, got {norm!r}")
@@ -248,7 +248,7 @@ class _PNSetup:
 
 def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, activation,
               eps, method, n, axis):
-    """Validate; return ``x`` and its :class:`_PNSetup`, or ``None`` for the reference."""
+    """Validate; return ``x`` and its `_PNSetup`, or ``None`` for the reference."""
     x = as_float_array(x, "x")
     norm_eps = check_eps(norm_eps, "norm_eps")
     eps = check_eps(eps, "eps", positive=True)
@@ -326,7 +326,7 @@ def norm_pn_act(
     n: int | None = None,
     axis: int = 1,
 ) -> np.ndarray:
-    r"""Fused norm (no affine) -> PN-Act; same contract as :func:`pnref.blocks_ref.norm_pn_act`.
+    r"""Fused norm (no affine) -> PN-Act; same contract as `pnref.blocks_ref.norm_pn_act`.
 
     Parameters
     ----------
@@ -335,7 +335,7 @@ def norm_pn_act(
     gamma, beta, gamma_tilde, beta_tilde : ndarray (C,)
         PN-Act parameters; the tilde ones may be ``None`` (zeros, not learned).
     norm, groups, norm_eps, activation, eps, method, n, axis
-        As for :func:`pnref.blocks_ref.norm_pn_act`.
+        As for `pnref.blocks_ref.norm_pn_act`.
 
     Returns
     -------
@@ -379,11 +379,11 @@ def norm_pn_act_vjp(
     n: int | None = None,
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Fused VJP of :func:`norm_pn_act`: ``(dx, dgamma, dbeta, dgamma_tilde, dbeta_tilde)``.
+    r"""Fused VJP of `norm_pn_act`: ``(dx, dgamma, dbeta, dgamma_tilde, dbeta_tilde)``.
 
     ``None`` for an absent ``gamma_tilde`` / ``beta_tilde``. The norm statistics are
     recomputed from ``x``; the proxy-moment path goes through
-    :func:`pnref.moments.proxy_moments_vjp`.
+    `pnref.moments.proxy_moments_vjp`.
 
     Equations
     ---------
@@ -457,7 +457,7 @@ class _ActSetup:
 
 
 def _act_setup(x, gamma, beta, norm, groups, norm_eps, activation, axis):
-    """Validate; return ``x`` and its :class:`_ActSetup`, or ``None`` for the reference."""
+    """Validate; return ``x`` and its `_ActSetup`, or ``None`` for the reference."""
     x = as_float_array(x, "x")
     norm_eps = check_eps(norm_eps, "norm_eps")
     plan = _plan(x, axis, norm, groups)
@@ -483,7 +483,7 @@ def norm_act(
     activation: str | Activation = "relu",
     axis: int = 1,
 ) -> np.ndarray:
-    r"""Fused norm with affine -> activation; same contract as :func:`pnref.blocks_ref.norm_act`.
+    r"""Fused norm with affine -> activation; same contract as `pnref.blocks_ref.norm_act`.
 
     Parameters
     ----------
@@ -491,7 +491,7 @@ def norm_act(
     gamma, beta : ndarray (C,) or None
         The norm's affine; ``None`` means 1 and 0.
     norm, groups, norm_eps, activation, axis
-        As for :func:`pnref.blocks_ref.norm_act`.
+        As for `pnref.blocks_ref.norm_act`.
 
     Returns
     -------
@@ -522,7 +522,7 @@ def norm_act_vjp(
     activation: str | Activation = "relu",
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""Fused VJP of :func:`norm_act`: ``(dx, dgamma, dbeta)``, ``None`` for absent ones.
+    r"""Fused VJP of `norm_act`: ``(dx, dgamma, dbeta)``, ``None`` for absent ones.
 
     Equations
     ---------

@@ -33,7 +33,7 @@ def warmup() -> dict[str, float]:
 
     Equations
     ---------
-    None: this runs the kernels of :mod:`pnref.kernels._fused` once per dtype.
+    None: this runs the kernels of `pnref.kernels._fused` once per dtype.
     """
     timings: dict[str, float] = {}
     start_all = time.perf_counter()

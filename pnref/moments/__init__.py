@@ -11,14 +11,14 @@ chain rule back to the four parameters is done here once, for every method.
 Methods (each a module of this package exposing ``moments`` and
 ``moments_with_derivatives``):
 
-- ``"exact"``: closed forms (:mod:`pnref.moments.exact`), for the activations in
+- ``"exact"``: closed forms (`pnref.moments.exact`), for the activations in
   ``exact.SUPPORTED``.
 - ``"quadrature"``: split Gauss-Legendre in the standard normal variable
-  (:mod:`pnref.moments.quadrature`), ``n`` nodes per piece (six pieces, default 32).
+  (`pnref.moments.quadrature`), ``n`` nodes per piece (six pieces, default 32).
 - ``"quantile"``: the official estimator, ``n`` deterministic quantile points
-  (default 200) (:mod:`pnref.moments.quantile`).
+  (default 200) (`pnref.moments.quantile`).
 - ``"montecarlo"``: ``n`` seeded normal draws (default 100000, seed default 0)
-  (:mod:`pnref.moments.montecarlo`).
+  (`pnref.moments.montecarlo`).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def proxy_moments(
     Parameters
     ----------
     activation : str or Activation
-        A name (``"relu"``) or an object from :func:`pnref.activation`
+        A name (``"relu"``) or an object from `pnref.activation`
         (``pnref.activation("leaky_relu", alpha=0.2)``).
     gamma, beta : array_like
         Affine scale and shift (floating arrays or Python numbers).
@@ -302,7 +302,7 @@ def proxy_moments_vjp(
     n: int | None = None,
     seed: int | None = None,
 ):
-    """Vector-Jacobian product of :func:`proxy_moments`.
+    """Vector-Jacobian product of `proxy_moments`.
 
     Parameters
     ----------
@@ -310,7 +310,7 @@ def proxy_moments_vjp(
         Cotangents of the proxy mean and variance (broadcast to their shape; ``None``
         means zero).
     activation, gamma, beta, gamma_tilde, beta_tilde, method, n, seed
-        As for :func:`proxy_moments`; the derivative is that of the same method (for
+        As for `proxy_moments`; the derivative is that of the same method (for
         ``"quantile"`` and ``"montecarlo"`` the exact derivative of the discrete
         estimator with the same points).
 

@@ -80,7 +80,7 @@ def dd_div(a_hi, a_lo, b_hi, b_lo) -> tuple[np.ndarray, np.ndarray]:
     ---------
         q = fl(a_hi / b_hi),   r = ((a_hi - q b_hi) + a_lo - q b_lo) / b_hi,
 
-    with q b_hi formed exactly by :func:`two_prod`.
+    with q b_hi formed exactly by `two_prod`.
     """
     q = a_hi / b_hi
     p, e = two_prod(q, b_hi)
@@ -209,7 +209,7 @@ def tail_integrals(x: np.ndarray, kmax: int = 2) -> list[np.ndarray]:
 
     The upward recurrence cancels as x grows (I_1 ~ 1/x^2 is the difference of two numbers
     near 1); for x >= 2 the products of the continued-fraction ratios r_k
-    (:func:`tail_ratios`) are used instead. Below x = 2 the continued fraction converges too
+    (`tail_ratios`) are used instead. Below x = 2 the continued fraction converges too
     slowly (2.5e-3 at x = 0 with 100 terms) while the recurrence loses less than one digit;
     for x < 0 every term of the recurrence is positive and nothing cancels.
     """

@@ -3,7 +3,7 @@
 Every formula here is derived in docs/proxy-moments.md ("Closed forms") and evaluated in the
 cancellation-free way described there ("Stable evaluation"); the symbols below match the page:
 a = m / s, x = |a|, phi / Phi the standard normal pdf / cdf, I_k the scaled tail integrals of
-:mod:`pnref.moments._special`.
+`pnref.moments._special`.
 
 s = 0 is allowed and returns the s -> 0+ limits:
 
@@ -232,7 +232,7 @@ def _gelu_far_left(m, s, t1, phi_h, phi_h2) -> tuple[np.ndarray, np.ndarray, np.
     m, s : ndarray
         m < 0, s > 0 (float64, same shape).
     t1, phi_h, phi_h2 : ndarray
-        sqrt(1 + 2 s^2), phi(h), phi(h2) as in :func:`_gelu_left`.
+        sqrt(1 + 2 s^2), phi(h), phi(h2) as in `_gelu_left`.
 
     Returns
     -------
@@ -657,7 +657,7 @@ def moments(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, np.nd
     Parameters
     ----------
     act : Activation
-        One of :data:`SUPPORTED` (``pnref.activation(name, **params)``).
+        One of `SUPPORTED` (``pnref.activation(name, **params)``).
     m, s : array_like
         Mean and standard deviation of Z (real floating arrays that broadcast; s >= 0).
         NaN propagates; infinite values are rejected.
@@ -698,7 +698,7 @@ def moments(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, np.nd
 def moments_with_derivatives(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, ...]:
     """Exact proxy mean and variance and their partial derivatives in m and s.
 
-    Parameters and errors as :func:`moments`.
+    Parameters and errors as `moments`.
 
     Returns
     -------

@@ -23,7 +23,7 @@ The rule used here (measured in docs/proxy-moments.md, "Quadrature"):
   cancellation-free differences f(m + s x) - f(m).
 
 The truncation drops a relative e^-46 = 1e-20 of each side's mass. Variance and
-derivatives come from the shared two-pass weighted sums (:mod:`pnref.moments._sums`).
+derivatives come from the shared two-pass weighted sums (`pnref.moments._sums`).
 Limits (use the exact method there): ELU at s > 20, GELU at s < 0.01, s > 5 or
 m/s < -5.
 """
@@ -245,7 +245,7 @@ def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
     Parameters
     ----------
     act : Activation
-        Its kinks must be at 0 (true of every activation in :mod:`pnref.activations`).
+        Its kinks must be at 0 (true of every activation in `pnref.activations`).
     m, s : ndarray
         Broadcast float64 arrays, s >= 0 (s = 0 gives the s -> 0+ limits).
     n : int, optional

@@ -1,8 +1,8 @@
 """Small, readable networks and training on top of pnref's autograd primitives (layer 4).
 
-Parameters are plain dicts of arrays; see :mod:`pnref.nn.models` for the MLP and CNN,
-:mod:`pnref.nn.norm_layer` for how each norm (and PN) is wired, :mod:`pnref.nn.train` for
-the loop and :mod:`pnref.nn.data` for the data sets.
+Parameters are plain dicts of arrays; see `pnref.nn.models` for the MLP and CNN,
+`pnref.nn.norm_layer` for how each norm (and PN) is wired, `pnref.nn.train` for
+the loop and `pnref.nn.data` for the data sets.
 """
 
 from pnref.nn.data import Dataset, digits, iterate_minibatches, load_dataset, synthetic_images

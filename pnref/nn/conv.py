@@ -66,12 +66,12 @@ def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(n, h, w, -1).transpose(0, 3, 1, 2))
 
 
-#: The autograd primitive (docstring of :func:`_conv2d_forward`); backward: :func:`conv2d_vjp`.
+#: The autograd primitive (docstring of `_conv2d_forward`); backward: `conv2d_vjp`.
 conv2d = primitive(_conv2d_forward)
 
 
 def conv2d_vjp(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Gradients of :func:`conv2d` with respect to ``x`` and ``weight``.
+    """Gradients of `conv2d` with respect to ``x`` and ``weight``.
 
     Parameters
     ----------

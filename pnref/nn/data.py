@@ -1,12 +1,12 @@
 """Data sets that need no download, and seeded mini-batching.
 
-- :func:`synthetic_images`: class templates (smooth random patterns) shifted by up to one
+- `synthetic_images`: class templates (smooth random patterns) shifted by up to one
   pixel and buried in Gaussian noise; generated from a seed, no files.
-- :func:`digits`: the 8x8 handwritten digits (1797 images) that scikit-learn ships inside
+- `digits`: the 8x8 handwritten digits (1797 images) that scikit-learn ships inside
   its package (``pip install pnref[data]``); read from the installed package, never
   downloaded.
 
-Every data set is a :class:`Dataset` of float64 images ``(N, 1, H, W)`` standardized with
+Every data set is a `Dataset` of float64 images ``(N, 1, H, W)`` standardized with
 the training split's mean and standard deviation, and int64 labels.
 """
 

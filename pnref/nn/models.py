@@ -81,7 +81,7 @@ class MLP(_Network):
     num_classes : int
     hidden : tuple of int
     norm : str
-        See :mod:`pnref.nn.norm_layer`; ``in`` is rejected (one value per channel).
+        See `pnref.nn.norm_layer`; ``in`` is rejected (one value per channel).
     groups : int
         Groups for ``gn``.
     activation : str
@@ -146,7 +146,7 @@ class CNN(_Network):
     widths : tuple of int
         Channels of each stage.
     norm : str
-        See :mod:`pnref.nn.norm_layer`.
+        See `pnref.nn.norm_layer`.
     groups : int
         Groups for ``gn`` (must divide every width).
     residual : bool

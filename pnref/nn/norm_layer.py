@@ -8,9 +8,9 @@ How each is wired (as in the official Proxy Normalization code):
   activation. Batch norm keeps running statistics (PyTorch convention, momentum 0.1,
   unbiased running variance) and uses them in evaluation mode.
 - ``ln+pn`` / ``gn+pn``: the norm has no affine; PN-Act carries gamma, beta, gamma~, beta~
-  (the fused block :func:`pnref.autograd_ops.norm_pn_act`).
+  (the fused block `pnref.autograd_ops.norm_pn_act`).
 - ``ln+ws`` / ``gn+ws``: as ``ln`` / ``gn``, and the preceding layer's weights are
-  standardized (:func:`pnref.autograd_ops.weight_standardization`).
+  standardized (`pnref.autograd_ops.weight_standardization`).
 - ``none``: the preceding layer keeps its bias; just the activation.
 
 A norm that is *not* followed by an activation (the last norm of a residual branch) keeps
@@ -44,7 +44,7 @@ class NormSpec:
     Attributes
     ----------
     name : str
-        One of :data:`NORMS`.
+        One of `NORMS`.
     kind : str
         The statistics: ``none``, ``bn``, ``ln``, ``in`` or ``gn``.
     proxy : bool
@@ -79,7 +79,7 @@ def parse_norm(
     pn_eps: float = 0.03,
     backend: str = "numpy",
 ) -> NormSpec:
-    """Parse a norm name into a :class:`NormSpec`; ValueError naming ``norm`` if unknown."""
+    """Parse a norm name into a `NormSpec`; ValueError naming ``norm`` if unknown."""
     if not isinstance(name, str):
         raise TypeError(f"norm must be a str, got {type(name).__name__}")
     if name not in NORMS:
@@ -171,7 +171,7 @@ def apply_norm(
     x : array, channels on axis 1
         The output of a dense or convolution layer.
     params, state : dict
-        From :func:`init_norm`.
+        From `init_norm`.
     activation : str or None
         The activation that follows, or None for a norm not followed by one.
     training : bool

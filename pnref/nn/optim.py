@@ -1,6 +1,6 @@
 """SGD with momentum and plain L2 weight decay, and a cosine schedule.
 
-Which parameters are decayed is decided by name (:func:`decay_mask`): weights of dense and
+Which parameters are decayed is decided by name (`decay_mask`): weights of dense and
 convolution layers, and PN's gamma~ / beta~ (the official code decays these, pulling the
 proxy towards Normal(0, 1)); never gamma, beta or biases.
 """
@@ -45,7 +45,7 @@ class SGD:
     ----------
     momentum : float
     weight_decay : float
-        L2 coefficient, applied to the parameters :func:`decay_mask` selects.
+        L2 coefficient, applied to the parameters `decay_mask` selects.
     decay_proxy : bool
         Whether gamma~ / beta~ are decayed (official PN code: yes).
 

@@ -46,7 +46,7 @@ class TrainConfig:
     model : str
         ``"cnn"`` or ``"mlp"``.
     norm : str
-        See :mod:`pnref.nn.norm_layer`.
+        See `pnref.nn.norm_layer`.
     batch_size, epochs, seed : int
         The seed fixes initialization and shuffling.
     lr : float
@@ -121,7 +121,7 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool = True) -> dict:
     """Train ``config.model`` on ``data`` and return the final metrics.
 
     BLAS runs single-threaded meanwhile when threadpoolctl is installed
-    (:func:`single_threaded_blas`).
+    (`single_threaded_blas`).
 
     Returns
     -------
@@ -135,7 +135,7 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool = True) -> dict:
 
 
 def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
-    """The training loop behind :func:`train`."""
+    """The training loop behind `train`."""
     if config.batch_size > len(data.y_train):
         raise ValueError(
             f"batch_size={config.batch_size} exceeds the {len(data.y_train)} training samples"

@@ -2,12 +2,12 @@
 
 Modules, one job each:
 
-- :mod:`pnref.norms.core`: the one core, ``normalize`` over reduction axes (no affine) and
+- `pnref.norms.core`: the one core, ``normalize`` over reduction axes (no affine) and
   ``grouped_norm`` in the ``(N, G, C // G, L)`` layout with a per-channel affine, each with
   its VJP;
-- :mod:`pnref.norms.ops`: batch/instance/group/layer norm as choices of groups and axes;
-- :mod:`pnref.norms.batch_running`: batch norm's running-statistics update and evaluation mode;
-- :mod:`pnref.norms.weight_standardization`: weight standardization.
+- `pnref.norms.ops`: batch/instance/group/layer norm as choices of groups and axes;
+- `pnref.norms.batch_running`: batch norm's running-statistics update and evaluation mode;
+- `pnref.norms.weight_standardization`: weight standardization.
 
 The derivations are in ``docs/normalization.md``.
 """

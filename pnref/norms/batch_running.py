@@ -206,7 +206,7 @@ def batch_norm_eval_vjp(
     eps: float = 1e-5,
     axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Backward of :func:`batch_norm_eval`: ``(dx, drunning_mean, drunning_var, dgamma, dbeta)``.
+    """Backward of `batch_norm_eval`: ``(dx, drunning_mean, drunning_var, dgamma, dbeta)``.
 
     ``dgamma`` / ``dbeta`` are ``None`` when ``gamma`` / ``beta`` is absent. The statistics are
     constants here (no term through a batch mean), so ``dx`` is a per-channel scaling of ``dy``.

@@ -1,4 +1,4 @@
-"""The one normalization core that every op of :mod:`pnref.norms` is a choice of axes of.
+"""The one normalization core that every op of `pnref.norms` is a choice of axes of.
 
 Two levels, each with its forward and its backward side by side:
 
@@ -104,7 +104,7 @@ def mean_and_variance(x: np.ndarray, axes: int | Sequence[int]) -> tuple[np.ndar
     ---------
         mean = (1/M) sum_i x_i,    var = (1/M) sum_i (x_i - mean)^2
 
-    computed with the shifted two-pass of :func:`center`.
+    computed with the shifted two-pass of `center`.
     """
     centered, mean = center(x, axes)
     axes = _as_axes(axes, centered.ndim)
@@ -149,7 +149,7 @@ def normalize(
 def normalize_vjp_from_stats(
     dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, axes: int | Sequence[int]
 ) -> np.ndarray:
-    """Backward of :func:`normalize` from its saved outputs: the float64 gradient on ``x``.
+    """Backward of `normalize` from its saved outputs: the float64 gradient on ``x``.
 
     Equations
     ---------
@@ -172,13 +172,13 @@ def normalize_vjp_from_stats(
 def normalize_vjp(
     dxhat: np.ndarray, x: np.ndarray, axes: int | Sequence[int], eps: float
 ) -> np.ndarray:
-    """Backward of :func:`normalize` with the forward's arguments (recomputes the statistics).
+    """Backward of `normalize` with the forward's arguments (recomputes the statistics).
 
     Equations
     ---------
         dL/dx_i = inv_std * (g_i - mean_S(g) - xhat_i * mean_S(g * xhat)),   g = dL/dxhat
 
-    See :func:`normalize_vjp_from_stats`.
+    See `normalize_vjp_from_stats`.
     """
     xhat, _mean, inv_std = normalize(x, axes, eps)
     return normalize_vjp_from_stats(dxhat, xhat, inv_std, axes)
@@ -221,7 +221,7 @@ class GroupedLayout:
         return np.moveaxis(a, self.axis, 1).reshape(self.grouped_shape)
 
     def from_grouped(self, a4: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`to_grouped`."""
+        """Inverse of `to_grouped`."""
         moved = list(self.shape)
         moved.insert(1, moved.pop(self.axis))  # the shape of moveaxis(x, axis, 1)
         return np.moveaxis(a4.reshape(moved), 1, self.axis)
@@ -348,7 +348,7 @@ def grouped_norm_vjp(
     axis: int = 1,
     over_batch: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Backward of :func:`grouped_norm`: ``(dx, dgamma, dbeta)``, ``None`` for an absent parameter.
+    """Backward of `grouped_norm`: ``(dx, dgamma, dbeta)``, ``None`` for an absent parameter.
 
     Equations
     ---------

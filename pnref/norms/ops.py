@@ -1,6 +1,6 @@
 """Batch, instance, group and layer normalization: each one choice of groups and axes.
 
-Every op here is :func:`pnref.norms.core.grouped_norm` with a fixed number of groups G and a
+Every op here is `pnref.norms.core.grouped_norm` with a fixed number of groups G and a
 fixed reduction set, in the grouped layout ``(N, G, K = C // G, L)``:
 
 | op             | groups G  | statistics over |
@@ -71,7 +71,7 @@ def batch_norm(
 
         y[n, c, ...] = gamma[c] * (x[n, c, ...] - mean[c]) / sqrt(var[c] + eps) + beta[c]
 
-    The running-statistics update and evaluation mode are in :mod:`pnref.norms.batch_running`.
+    The running-statistics update and evaluation mode are in `pnref.norms.batch_running`.
     """
     return grouped_norm(x, None, gamma, beta, eps=eps, axis=axis, over_batch=True)
 
@@ -85,7 +85,7 @@ def batch_norm_vjp(
     eps: float = 1e-5,
     axis: int = 1,
 ) -> Gradients:
-    """Backward of :func:`batch_norm`: ``(dx, dgamma, dbeta)``, ``None`` for an absent parameter.
+    """Backward of `batch_norm`: ``(dx, dgamma, dbeta)``, ``None`` for an absent parameter.
 
     Equations
     ---------
@@ -142,7 +142,7 @@ def instance_norm_vjp(
     eps: float = 1e-5,
     axis: int = 1,
 ) -> Gradients:
-    """Backward of :func:`instance_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
+    """Backward of `instance_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
 
     Equations
     ---------
@@ -190,7 +190,7 @@ def group_norm(
 
         y[n, c, ...] = gamma[c] * (x[n, c, ...] - mean[n, g]) / sqrt(var[n, g] + eps) + beta[c]
 
-    ``groups = 1`` is :func:`layer_norm`; ``groups = C`` is :func:`instance_norm`.
+    ``groups = 1`` is `layer_norm`; ``groups = C`` is `instance_norm`.
     """
     return grouped_norm(x, groups, gamma, beta, eps=eps, axis=axis)
 
@@ -205,7 +205,7 @@ def group_norm_vjp(
     eps: float = 1e-5,
     axis: int = 1,
 ) -> Gradients:
-    """Backward of :func:`group_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
+    """Backward of `group_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
 
     ``groups`` is not differentiable and gets no gradient.
 
@@ -231,7 +231,7 @@ def layer_norm(
     """Layer normalization in the CNN sense of the paper: one group holding a whole sample.
 
     Statistics per sample over all channels and all spatial positions; the affine is per
-    channel. This is :func:`group_norm` with ``groups = 1``.
+    channel. This is `group_norm` with ``groups = 1``.
 
     It differs from a transformer-style LayerNorm (PyTorch ``nn.LayerNorm(normalized_shape)``),
     which normalizes over the trailing axes given by ``normalized_shape`` and has an
@@ -275,7 +275,7 @@ def layer_norm_vjp(
     eps: float = 1e-5,
     axis: int = 1,
 ) -> Gradients:
-    """Backward of :func:`layer_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
+    """Backward of `layer_norm`: ``(dx, dgamma, dbeta)``, ``None`` when absent.
 
     Equations
     ---------

@@ -82,7 +82,7 @@ def weight_standardization(w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0)
 def weight_standardization_vjp(
     dw_hat: np.ndarray, w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0
 ) -> tuple[np.ndarray]:
-    """Backward of :func:`weight_standardization`: the 1-tuple ``(dw,)``.
+    """Backward of `weight_standardization`: the 1-tuple ``(dw,)``.
 
     Equations
     ---------
