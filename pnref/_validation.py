@@ -31,6 +31,11 @@ def as_float_array(x, name: str) -> np.ndarray:
         rejected rather than silently promoted: a reference library must not guess
         the precision the caller meant.
     """
+    if isinstance(x, np.ma.MaskedArray):  # np.asarray would silently drop the mask
+        raise TypeError(
+            f"{name} must be a plain ndarray, got a masked array (its mask would be ignored); "
+            f"pass {name}.filled(np.nan) to mark the masked values as missing"
+        )
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(

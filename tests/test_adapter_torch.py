@@ -59,8 +59,10 @@ def test_proxy_norm_act_module_matches_pnref_forward_and_gradients():
     np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
     got = [y_t.grad] + [p.grad for p in (module.gamma, module.beta, module.gamma_tilde,
                                          module.beta_tilde)]
+    # torch autograd through the estimator against the hand-derived VJP, both float64:
+    # summation order only (measured worst 1.3e-15 absolute on gradients of size <= 5).
     for g, e in zip(got, grads, strict=True):
-        np.testing.assert_allclose(g.numpy(), e, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(g.numpy(), e, rtol=1e-12, atol=1e-12)
 
 
 def test_norm_proxy_norm_act_block_learns_its_parameters():

@@ -280,7 +280,8 @@ def test_float32_blocks_return_float32_close_to_float64():
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
     as64 = norm_pn_act(x32.astype(np.float64), *(v.astype(np.float64) for v in values32),
                        norm="gn", groups=GROUPS, axis=1)
-    # Computed in float64 and rounded once: 2^-24 relative.
+    # Computed in float64 and rounded once: 2^-24 relative (half a float32 ulp); rtol
+    # 2^-23 is one float32 ulp.
     np.testing.assert_allclose(out, as64, rtol=2**-23, atol=0)
     out_act = norm_act(x32, values32[0], values32[1], norm="bn")
     assert out_act.dtype == np.float32

@@ -67,6 +67,9 @@ def test_regeneration_matches_the_committed_suite(committed, regenerated):
         assert old["tolerances"].keys() == new["tolerances"].keys()
         for name, tol in old["tolerances"].items():
             assert tol["kind"] == new["tolerances"][name]["kind"]
+            # rtol = dtype epsilon times a condition number computed in float64 from the
+            # case's data (pnref.golden.conditioning), so it drifts by last bits like the
+            # expected values; a change of the policy moves it by a factor, not 1e-9.
             assert tol["rtol"] == pytest.approx(new["tolerances"][name]["rtol"], rel=1e-9)
 
 

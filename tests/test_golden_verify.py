@@ -69,8 +69,10 @@ def test_compare_elementwise_catches_one_bad_element():
     assert not check.passed
     assert check.worst_index == [2, 3]
     assert check.worst_actual == actual[2, 3] and check.worst_expected == expected[2, 3]
-    assert check.tolerance_ratio == pytest.approx(2.0)
-    assert check.max_abs_error == pytest.approx(2.0 * allowed)
+    # actual[2, 3] is expected[2, 3] + 2 allowed rounded to half an ulp of expected[2, 3]
+    # (<= 2.2e-16) against 2 allowed ~ 7e-6: the ratio is 2 to ~3e-11 relative.
+    assert check.tolerance_ratio == pytest.approx(2.0, rel=1e-10)
+    assert check.max_abs_error == pytest.approx(2.0 * allowed, rel=1e-10)
     actual[2, 3] = expected[2, 3] + 0.5 * allowed
     assert compare("expected.y", actual, expected, tol).passed
     actual[2, 3] = np.nan
@@ -88,7 +90,9 @@ def test_compare_relative_l2_uses_the_norm_of_the_whole_gradient():
     assert not compare("g", expected + 1.5 * scale * direction, expected, tol).passed
     assert compare("g", expected + 0.5 * scale * direction, expected, tol).passed
     check = compare("g", expected + 1.5 * scale * direction, expected, tol)
-    assert check.rel_l2_error == pytest.approx(1.5 * tol.rtol)
+    # Each perturbed element is rounded to half an ulp of an O(1) value (~1e-16) against a
+    # perturbation of norm 1.5 scale ~ 5e-4: the ratio is 1.5 rtol to ~1e-12 relative.
+    assert check.rel_l2_error == pytest.approx(1.5 * tol.rtol, rel=1e-10)
 
 
 class _Wrapped(PnrefAdapter):

@@ -187,6 +187,7 @@ def test_constant_group_gradient_is_finite_and_exact():
     expected = ((g - g.mean(-1, keepdims=True)) / math.sqrt(1e-5)).reshape(x.shape)
     np.testing.assert_allclose(dx, expected, rtol=1e-14, atol=1e-13)  # summation order only
     np.testing.assert_array_equal(dgamma, np.zeros(4))
+    # dbeta: the same 10 values per channel summed in another order: rounding only
     np.testing.assert_allclose(dbeta, dy.sum(axis=(0, 2)), rtol=1e-14)
 
 
@@ -267,6 +268,8 @@ def test_rank_two_input():
     x = rng.standard_normal((5, 4))
     beta = rng.standard_normal(4)
     # Layer norm of (N, C) normalizes each row over its C values, as the transformer LN does.
+    # Both references use NumPy's plain two-pass statistics against the library's shifted
+    # two-pass on O(1) data: a few ulp apart, hence rtol 1e-14 / atol 1e-15 below.
     expected = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(pnref.layer_norm(x), expected, rtol=1e-14, atol=1e-15)
     # Batch norm of (N, C) normalizes each column over the batch.
@@ -368,6 +371,8 @@ def test_running_update_torch_convention(axis):
     new_mean, new_var = pnref.batch_norm_running_update(
         x, old_mean, old_var, momentum=0.1, convention="torch", axis=axis)
     values = np.moveaxis(x, axis, 0).reshape(3, -1)  # each channel's 20 values
+    # The library forms the unbiased variance as var * M / (M - 1) from its shifted two-pass
+    # statistics, NumPy divides its plain two-pass sum by M - 1: a few ulp, hence rtol 1e-14.
     np.testing.assert_allclose(new_mean, 0.9 * old_mean + 0.1 * values.mean(1), rtol=1e-14)
     np.testing.assert_allclose(new_var, 0.9 * old_var + 0.1 * values.var(1, ddof=1), rtol=1e-14)
 
@@ -379,6 +384,8 @@ def test_running_update_tf_convention():
     new_mean, new_var = pnref.batch_norm_running_update(
         x, old_mean, old_var, momentum=0.99, convention="tf")
     values = np.moveaxis(x, 1, 0).reshape(3, -1)
+    # 1 - 0.99 = 0.010000000000000009 vs the literal 0.01, and the statistics' rounding as
+    # above: a few ulp.
     np.testing.assert_allclose(new_mean, 0.99 * old_mean + 0.01 * values.mean(1), rtol=1e-14)
     np.testing.assert_allclose(new_var, 0.99 * old_var + 0.01 * values.var(1), rtol=1e-14)
 
@@ -390,6 +397,7 @@ def test_running_update_single_value_per_channel():
     # Under "tf" the biased variance of one value is 0: new_var = 0.9 * 1 + 0.1 * 0.
     new_mean, new_var = pnref.batch_norm_running_update(
         x, np.zeros(3), np.ones(3), momentum=0.9, convention="tf")
+    # 1 - 0.9 is 0.09999999999999998, one ulp from the literal 0.1: rtol 1e-15 (~4 ulp).
     np.testing.assert_allclose(new_mean, 0.1 * x[0], rtol=1e-15)
     np.testing.assert_allclose(new_var, np.full(3, 0.9), rtol=1e-15)
 
@@ -413,6 +421,8 @@ def test_eval_with_batch_statistics_equals_training_forward():
     x = rng.standard_normal((4, 3, 5))
     gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
     mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    # NumPy's plain statistics against the library's shifted two-pass on 20 O(1) values per
+    # channel: they differ by rounding only (~1e-16), amplified by |gamma| ~ 1-2.
     np.testing.assert_allclose(pnref.batch_norm_eval(x, mean, var, gamma, beta),
                                pnref.batch_norm(x, gamma, beta), rtol=1e-13, atol=1e-14)
 
@@ -435,8 +445,10 @@ def test_weight_standardization_filters():
     var = w.reshape(8, -1).var(1)
     np.testing.assert_allclose(rows.mean(1), 0.0, atol=1e-15)  # 27 O(1) values: rounding only
     # Variance var / (var + 1e-10): within 1e-8 of 1 for var ~ 0.07 (the documented choice).
+    # rtol 1e-14: two variances of 27 O(1) values computed in different orders, a few ulp.
     np.testing.assert_allclose(rows.var(1), var / (var + pnref.norms.WS_EPS), rtol=1e-14)
-    # Channels-last weight (kh, kw, C_in, C_out) with axis=-1 gives the same filters.
+    # Channels-last weight (kh, kw, C_in, C_out) with axis=-1 gives the same filters, up to
+    # the summation order of the other layout's reduction (a few ulp).
     w_last = np.transpose(w, (2, 3, 1, 0))
     np.testing.assert_allclose(
         np.transpose(pnref.weight_standardization(w_last, axis=-1), (3, 2, 0, 1)), w_hat,

@@ -271,7 +271,7 @@ def test_cli_writes_csv_without_matplotlib(tmp_path, capsys):
 
 
 def test_figure_is_a_png(tmp_path, tiny_result):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="matplotlib (pnref[plot]) not installed")
     from pnref.experiments.power import plot_power
 
     path = plot_power(tiny_result, tmp_path / "power.png")

@@ -77,6 +77,10 @@ def run_verify(impl: str | None = None, suite: str | None = None, report: str | 
     print(format_table(result, verbose=verbose))
     if report:
         print(f"report written to {report}")
+    if not result.cases:  # nothing was checked: never report success
+        what = f"no case id contains --select {select!r}" if select else "the suite has no cases"
+        print(f"pnref golden verify: nothing verified: {what}", file=sys.stderr)
+        return 2
     return 0 if result.failed == 0 else 1
 
 
@@ -107,7 +111,8 @@ def add_golden_parser(sub: argparse._SubParsersAction) -> None:
     verify = commands.add_parser(
         "verify", help="check an implementation against a suite",
         description="Run an implementation on every case of a suite; exit status 1 when any "
-        "case fails, 2 when the suite or the implementation cannot be loaded.",
+        "case fails, 2 when the suite or the implementation cannot be loaded or no case "
+        "was selected.",
     )
     verify.add_argument("--impl", default=None,
                         help="adapter as MODULE:OBJECT (default: pnref's own fast path), e.g. "

@@ -201,6 +201,11 @@ def _load_case(entry: Mapping[str, Any], suite_dir: Path, result: CaseResult):
     except SuiteFormatError as exc:
         result.fail(str(exc))
         return None
+    unlisted = sorted(set(arrays) - set(entry["arrays"]))
+    if unlisted:
+        result.fail(f"{entry['file']} holds array(s) {unlisted} that the manifest does not "
+                    "list (no checksum to verify them against): the file or the manifest was "
+                    "edited")
     for key, meta in entry["arrays"].items():
         if key not in arrays:
             result.fail(f"array {key!r} is missing from {entry['file']}")
@@ -272,6 +277,11 @@ def _verify_case(entry: Mapping[str, Any], suite_dir: Path, adapter) -> CaseResu
     inputs = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("input.")}
     cotangents = {k.split(".", 1)[1]: v for k, v in arrays.items()
                   if k.startswith("cotangent.")}
+    untoleranced = sorted(k for k in arrays if k.startswith(("expected.", "expected_grad."))
+                          and k not in tolerances)
+    if untoleranced:
+        return result.fail(f"malformed manifest entry: no tolerance for expected array(s) "
+                           f"{untoleranced}, so they would go unchecked")
     outputs = [k.split(".", 1)[1] for k in tolerances if k.startswith("expected.")]
     grads = [k.split(".", 1)[1] for k in tolerances if k.startswith("expected_grad.")]
     for key in [*(f"expected.{k}" for k in outputs), *(f"expected_grad.{k}" for k in grads)]:
@@ -327,6 +337,7 @@ def verify_suite(suite_dir: str | Path, adapter, *, select: str | None = None) -
     suite_dir = Path(suite_dir)
     manifest = read_manifest(suite_dir)
     results = []
+    seen: set = set()
     for entry in manifest["cases"]:
         if not isinstance(entry, Mapping):
             results.append(CaseResult("?", "?", "?", "?", False,
@@ -334,6 +345,15 @@ def verify_suite(suite_dir: str | Path, adapter, *, select: str | None = None) -
             continue
         if select and select not in str(entry.get("id", "")):
             continue
+        case_id = entry.get("id")
+        if isinstance(case_id, str) and case_id in seen:
+            results.append(CaseResult(str(case_id), str(entry.get("op", "?")),
+                                      str(entry.get("profile", "?")), str(entry.get("dtype", "?")),
+                                      False, errors=[f"malformed manifest: case id {case_id!r} "
+                                                     "appears more than once"]))
+            continue
+        if isinstance(case_id, str):
+            seen.add(case_id)
         try:
             results.append(_verify_case(entry, suite_dir, adapter))
         except Exception as exc:  # a malformed entry must not stop the other cases

@@ -189,6 +189,21 @@ def reduce_parameters(gamma, beta, gamma_tilde=None, beta_tilde=None):
     return np.array(m, dtype=np.float64), np.array(sigma, dtype=np.float64)
 
 
+def _reduce_checked(params: dict[str, np.ndarray | None], method: str):
+    """`reduce_parameters`, with an error naming the arguments where "exact" cannot go."""
+    m, sigma = reduce_parameters(*params.values())
+    if method == "exact" and (np.any(np.isinf(m)) or np.any(np.isinf(sigma))):
+        infinite = [k for k, v in params.items() if v is not None and np.any(np.isinf(v))]
+        cause = (f"{', '.join(infinite)} has an infinite entry" if infinite
+                 else "the parameters overflow")
+        raise ValueError(
+            "method='exact' needs finite parameters (NaN propagates, +-inf is rejected): "
+            f"{cause}, so the proxy mean m = gamma * beta_tilde + beta or scale "
+            "sigma = gamma * (1 + gamma_tilde) is infinite"
+        )
+    return m, sigma
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -258,7 +273,7 @@ def proxy_moments(
     act, module, n, seed, params, shape, dtype = _prepare(
         activation, gamma, beta, gamma_tilde, beta_tilde, method, n, seed
     )
-    m, sigma = reduce_parameters(*params.values())
+    m, sigma = _reduce_checked(params, method)
     mean, var = module.moments(act, m, np.abs(sigma), n=n, seed=seed)
     return (
         np.asarray(mean, dtype=np.float64).reshape(shape).astype(dtype),
@@ -344,7 +359,7 @@ def proxy_moments_vjp(
     )
     dmean = _cotangent(dmean, "dmean", shape)
     dvar = _cotangent(dvar, "dvar", shape)
-    m, sigma = reduce_parameters(*params.values())
+    m, sigma = _reduce_checked(params, method)
     _, _, dmean_dm, dmean_ds, dvar_dm, dvar_ds = (
         np.asarray(a, dtype=np.float64).reshape(shape)
         for a in module.moments_with_derivatives(act, m, np.abs(sigma), n=n, seed=seed)

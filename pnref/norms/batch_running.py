@@ -95,6 +95,8 @@ def batch_norm_running_update(
     running_var = per_channel(running_var, channels, "running_var")
     if running_mean is None or running_var is None:
         raise TypeError("running_mean and running_var are required arrays, got None")
+    if np.any(running_var < 0):
+        raise ValueError("running_var must be >= 0 in every channel, got a negative entry")
     momentum = _check_momentum(momentum)
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")

@@ -141,9 +141,41 @@ def normalize(
     eps = check_eps(eps)
     centered, mean = center(x, axes)
     axes = _as_axes(axes, centered.ndim)
-    variance = np.mean(centered * centered, axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(variance + eps)
+    # out-of-range groups are rescued below; a constant group with eps = 0 still warns
+    # (0 * inf in the return) and gives NaN
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        variance = np.mean(centered * centered, axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(variance + eps)
+    _rescue_out_of_range(inv_std, centered, variance, axes, eps)
     return centered * inv_std, mean, inv_std
+
+
+def _rescue_out_of_range(inv_std, centered, variance, axes, eps) -> None:
+    """Fix, in place, ``inv_std`` where squaring the deviations left float64's range.
+
+    Deviations above about 1e154 overflow the variance to inf (``inv_std = 0``: a silent
+    all-zero output) and, with ``eps = 0``, deviations below about 1e-154 underflow it to 0
+    or to a subnormal (``inv_std = inf`` or digits lost). For those groups only, the
+    deviations are divided by a power of two (exact) near their largest magnitude before
+    squaring; every other group keeps the plain formula bit for bit. NaN passes through.
+    """
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        bad = np.isposinf(variance) | ((eps == 0.0) & (variance < tiny))
+    if not np.any(bad):
+        return
+    largest = np.max(np.abs(centered), axis=axes, keepdims=True)
+    bad &= np.isfinite(largest) & (largest > 0.0)
+    if not np.any(bad):
+        return
+    _, exponent = np.frexp(np.where(bad, largest, 1.0))
+    scale = np.ldexp(1.0, exponent)  # a power of two: scaling by it is exact
+    scaled = centered / scale
+    scaled_variance = np.mean(scaled * scaled, axis=axes, keepdims=True)
+    # var + eps = scale^2 (scaled_variance + eps / scale^2); eps / scale^2 only matters (and
+    # stays finite) for the overflow case, where scale is large
+    rescued = 1.0 / (scale * np.sqrt(scaled_variance + (eps / scale) / scale))
+    inv_std[bad] = rescued[bad]
 
 
 def normalize_vjp_from_stats(
