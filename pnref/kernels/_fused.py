@@ -72,6 +72,7 @@ from pnref.kernels._activation_rows import (
 __all__ = ["fused_backward", "fused_forward"]
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": False}
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 # --------------------------------------------------------------------------- reductions
@@ -159,6 +160,39 @@ def _unit_bounds(unit, channel_blocks, unit_samples, unit_channels, channels):
 
 
 @njit(**_JIT)
+def _rescued_rstd(group, mean: float, count: int, norm_eps: float, rstd: float) -> float:
+    """``1 / sqrt(var + norm_eps)`` of ``group`` when squaring its deviations left float64's range.
+
+    Deviations above about 1e154 overflow the sum of squares (``rstd`` 0 or NaN) and, with
+    ``norm_eps = 0``, deviations below about 1e-154 underflow it (``rstd`` inf or digits lost).
+    Only then (the ``rstd`` passed in is returned unchanged otherwise) the deviations are
+    divided by a power of two near their largest magnitude, which is exact, before squaring:
+    ``var + eps = scale^2 (mean((d / scale)^2) + eps / scale^2)``. The same rescue as
+    ``pnref.norms.core`` applies, so both backends agree there. NaN or inf data keep their
+    NaN (no rescue when the largest deviation is not finite).
+    """
+    if math.isfinite(rstd) and rstd > 0.0 and (norm_eps > 0.0 or 1.0 / (rstd * rstd) >= _TINY):
+        return rstd
+    largest = 0.0
+    for a in range(group.shape[0]):
+        for b in range(group.shape[1]):
+            for c in range(group.shape[2]):
+                d = abs(group[a, b, c] - mean)
+                if not d <= largest:  # also takes NaN, which then stops the rescue
+                    largest = d
+    if not (math.isfinite(largest) and largest > 0.0):
+        return rstd
+    scale = math.ldexp(1.0, math.frexp(largest)[1])
+    squares = 0.0
+    for a in range(group.shape[0]):
+        for b in range(group.shape[1]):
+            for c in range(group.shape[2]):
+                d = (group[a, b, c] - mean) / scale
+                squares += d * d
+    return 1.0 / (scale * math.sqrt(squares / count + (norm_eps / scale) / scale))
+
+
+@njit(**_JIT)
 def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
                      channel_mean, channel_rstd, scratch_a, scratch_b):
     """Two-pass mean and inverse std of each statistics group of a unit.
@@ -192,6 +226,7 @@ def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_
         if var < 0.0:  # only by rounding; NaN passes through
             var = 0.0
         rstd = 1.0 / math.sqrt(var + norm_eps)
+        rstd = _rescued_rstd(x3[n0:n1, c0:c1], mean, count, norm_eps, rstd)
         channel_mean[:width] = mean
         channel_rstd[:width] = rstd
         return count
@@ -227,6 +262,8 @@ def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_
         if var < 0.0:  # only by rounding; NaN passes through
             var = 0.0
         rstd = 1.0 / math.sqrt(var + norm_eps)
+        rstd = _rescued_rstd(x3[n0:n1, :, c0 + first:c0 + first + k], channel_mean[first],
+                             count, norm_eps, rstd)
         for j in range(first, first + k):
             channel_rstd[j] = rstd
     return count
