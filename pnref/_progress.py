@@ -13,7 +13,11 @@ __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
-    """``[#####.....] 50/100 loss 0.1234  12.3 s`` redrawn in place with a carriage return.
+    """``[#####.....] 50/100 loss 0.1234  12.3 s, ETA 12 s`` redrawn in place.
+
+    The estimated time left is ``elapsed / count * (total - count)``. On a terminal the line
+    is redrawn with a carriage return; when stderr is not a terminal (a CI log, a pipe) a new
+    line is written about every 10 % instead, so logs stay readable.
 
     Parameters
     ----------
@@ -36,7 +40,8 @@ class ProgressBar:
         self.width = width
         self.enabled = enabled
         self.count = 0
-        self._redraw_every = max(self.total // 100, 1)
+        self._is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._redraw_every = max(self.total // (100 if self._is_tty else 10), 1)
         self._start = time.perf_counter()
 
     def update(self, steps: int = 1, info: str = "") -> None:
@@ -47,13 +52,24 @@ class ProgressBar:
         filled = self.width * self.count // self.total
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = time.perf_counter() - self._start
-        self.stream.write(
-            f"\r{self.label} [{bar}] {self.count}/{self.total} {info} {elapsed:6.1f} s"
-        )
+        left = elapsed / self.count * (self.total - self.count) if self.count else 0.0
+        text = (f"{self.label} [{bar}] {self.count}/{self.total} {info} {elapsed:6.1f} s, "
+                f"ETA {_format_seconds(left)}")
+        self.stream.write(f"\r{text}" if self._is_tty else f"{text}\n")
         self.stream.flush()
 
     def close(self) -> None:
         """End the line."""
-        if self.enabled:
+        if self.enabled and self._is_tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _format_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s`` or ``1 h 02 min``."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

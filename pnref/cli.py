@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pnref._outputs import CommandError
 from pnref._version import __version__
 from pnref.golden.cli import add_golden_parser
 
@@ -212,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as exc:  # a bad option value or path: its message, not a traceback
+    except (CommandError, ValueError, OSError) as exc:  # its message, not a traceback
         print(f"pnref: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # commands save what they finished before this reaches here
+        print("\npnref: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ LAYERS = {
     "pnref._validation": 0,
     "pnref._version": 0,
     "pnref._progress": 0,
+    "pnref._outputs": 0,
     "pnref.activations": 1,
     "pnref.norms": 1,
     "pnref.moments": 1,
