@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch", reason="the torch adapter needs the extra p
 from pnref.adapters.torch import NormProxyNormAct, ProxyNormAct, TorchAdapter  # noqa: E402
 from pnref.adapters.torch_ops import TorchOps, gauss_legendre  # noqa: E402
 from pnref.golden import bundled_suite_dir  # noqa: E402
-from pnref.verification.runner import verify_suite  # noqa: E402
 from pnref.pn_act import pn_act, pn_act_vjp  # noqa: E402
+from pnref.verification.runner import verify_suite  # noqa: E402
 
 
 @pytest.fixture(scope="module")

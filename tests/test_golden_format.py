@@ -15,8 +15,8 @@ from pnref.golden.format import (
     array_sha256,
     read_case_file,
     read_manifest,
-    write_case_file,
     seal_manifest,
+    write_case_file,
     write_manifest,
 )
 from pnref.golden.tolerances import (

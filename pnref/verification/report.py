@@ -156,11 +156,17 @@ class Report:
         return counts
 
     def summary_line(self) -> str:
-        """``total: 125 cases, 120 passed, 1 failed, 4 unsupported`` plus what else applies."""
+        """``total: 125 cases, 120 passed, 1 failed, 4 unsupported`` plus what else applies.
+
+        "failed" counts timed-out and damaged cases too (named in brackets).
+        """
         s = self.summary()
-        parts = [f"{s['passed']} passed", f"{s['failed']} failed",
-                 f"{s['unsupported']} unsupported"]
-        parts += [f"{s[k]} {k}" for k in ("timeout", "error") if s[k]]
+        failed = f"{self.failed} failed"
+        detail = [f"{s[k]} {word}" for k, word in (("timeout", "timed out"),
+                                                    ("error", "damaged")) if s[k]]
+        if detail:
+            failed += f" ({', '.join(detail)})"
+        parts = [f"{s['passed']} passed", failed, f"{s['unsupported']} unsupported"]
         line = f"total: {s['cases']} cases, " + ", ".join(parts)
         if s["gradients_unsupported"]:
             line += f" ({s['gradients_unsupported']} passed without their gradients)"

@@ -33,6 +33,9 @@ __all__ = ["Outcome", "NotAnArray", "WorkerRunner", "InProcessRunner", "call_ada
 #: suite (the torch adapter on a cold start, or a first Numba compilation of the fast path)
 #: takes a few seconds; the limit is far above that and still ends a hang within minutes.
 DEFAULT_TIMEOUT = 300.0
+#: Least time allowed for starting a worker and loading the adapter (importing a framework
+#: such as PyTorch takes seconds), whatever the per-call timeout.
+LOAD_TIMEOUT = 120.0
 
 
 @dataclass
@@ -130,7 +133,8 @@ class WorkerRunner:
     spec : str
         ``MODULE:OBJECT`` or ``path/to/file.py:OBJECT`` (see `load_adapter`).
     timeout : float
-        Seconds allowed for loading the adapter and for each call.
+        Seconds allowed for each call. Starting the worker and loading the adapter may take
+        ``max(timeout, LOAD_TIMEOUT)``.
     """
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -157,11 +161,12 @@ class WorkerRunner:
         process.start()
         child.close()
         self._process, self._conn = process, parent
+        limit = max(self.timeout, LOAD_TIMEOUT)
         try:
-            if not parent.poll(self.timeout):
+            if not parent.poll(limit):
                 self._kill()
-                raise AdapterLoadError(f"loading --impl {self.spec} took longer than the "
-                                       f"timeout ({self.timeout:g} s)")
+                raise AdapterLoadError(f"loading --impl {self.spec} took longer than "
+                                       f"{limit:g} s")
             kind, payload = parent.recv()
         except (EOFError, OSError):
             code = process.exitcode
