@@ -320,3 +320,39 @@ def test_load_suite_api_for_users_own_tests():
     with pytest.raises(AssertionError, match="expected.y: error is"):
         case.assert_close(outputs={"y": y * 1.01})
     assert load_suite(bundled_suite_dir()).digest == cases.digest
+
+
+def test_diagnosis_hook_runs_for_failed_comparisons_only(monkeypatch, capsys):
+    import sys
+
+    sys.path.insert(0, str(ADAPTERS.parent))
+    try:
+        from verification_adapters import ScaledOutput
+    finally:
+        sys.path.remove(str(ADAPTERS.parent))
+    from pnref.verification import runner
+    from pnref.verification.report import format_table
+
+    calls = []
+
+    def diagnose(op, inputs, attrs, cotangents, actual, tolerances):
+        calls.append((op, sorted(actual), sorted(tolerances)))
+        if op == "group_norm":
+            return [{"id": "output_scaled", "description": "output times (1 + 1e-4)",
+                     "err_over_tol": 0.01}]
+        return []
+
+    monkeypatch.setattr(runner, "diagnoser", lambda: diagnose)
+    report = runner.verify_suite(None, ScaledOutput(), select=[GN, PN])
+    # called once, for the failing case, with every returned array keyed as in the case file
+    assert calls == [("group_norm", ["expected.y", "expected_grad.beta", "expected_grad.gamma",
+                                     "expected_grad.x"],
+                      ["expected.y", "expected_grad.beta", "expected_grad.gamma",
+                       "expected_grad.x"])]
+    cases = {c.case_id: c for c in report.cases}
+    assert cases[GN].diagnosis[0]["id"] == "output_scaled" and cases[PN].diagnosis is None
+    assert "likely: output_scaled (output times (1 + 1e-4)" in format_table(report)
+    monkeypatch.setattr(runner, "diagnoser", lambda: lambda *args: [])
+    report = runner.verify_suite(None, ScaledOutput(), select=[GN])
+    assert report.cases[0].diagnosis == []
+    assert "no known deviation explains it" in format_table(report)
