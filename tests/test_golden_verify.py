@@ -209,14 +209,14 @@ def test_cli_exit_status_and_report_for_failures(small_suite, tmp_path, capsys):
                    "        out = super().forward(op, inputs, attrs)\n"
                    "        return {k: v * 0 for k, v in out.items()} if op == 'pn_act' else out\n")
     status = main(["golden", "verify", "--suite", str(small_suite), "--report", str(report_path),
-                   "--impl", f"{bad}:Zeros", "-q"])
+                   "--impl", f"{bad}:Zeros", "-q", "--timeout", "0"])
     out = capsys.readouterr().out
     assert status == 1
     assert "FAIL pn_act.official.relu.f64" in out and "expected.out" in out
     report = json.loads(report_path.read_text())
     assert report["summary"]["failed"] == 1 and report["summary"]["passed"] == 2
     (small_suite / "proxy_moments.official.relu.f32.npz").unlink()
-    assert main(["golden", "verify", "--suite", str(small_suite), "-q"]) == 2
+    assert main(["golden", "verify", "--suite", str(small_suite), "-q", "--timeout", "0"]) == 2
     err = capsys.readouterr().err
     assert "pnref: error: 1 case(s) could not be judged" in err and "is missing" in err
 

@@ -1,8 +1,10 @@
 """Calling an adapter: in a worker process with a per-call timeout, or in this process.
 
 A Python thread cannot be stopped, so a runaway adapter is run in a separate process: the
-worker (a ``spawn``-started child, safe with the threads of Numba, BLAS and PyTorch) loads
-the adapter once, then answers one request per call. The parent waits for each answer at
+worker (a fresh interpreter, ``python -m pnref.verification.worker``, safe with the threads
+of Numba, BLAS and PyTorch and independent of the caller's main script) loads the adapter
+once, then answers one request per call over a pair of pipes (pickled messages; the worker's
+stdout and stderr stay the adapter's). The parent waits for each answer at
 most ``timeout`` seconds; past that it kills the worker (SIGTERM, then SIGKILL), reports the
 call as timed out, and starts a fresh worker for the next call. A worker that dies (a
 crash, ``os._exit``) fails the call in progress and is restarted the same way. The worker
@@ -18,10 +20,14 @@ raised ``NotImplementedError``; the reason is its message), ``raised`` (any othe
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 from pnref.verification.adapter import AdapterLoadError, describe_exception, load_adapter
@@ -29,9 +35,10 @@ from pnref.verification.adapter import AdapterLoadError, describe_exception, loa
 __all__ = ["Outcome", "NotAnArray", "WorkerRunner", "InProcessRunner", "call_adapter",
            "DEFAULT_TIMEOUT"]
 
-#: Default limit on one adapter call, in seconds. The slowest honest call on the bundled
-#: suite (the torch adapter on a cold start, or a first Numba compilation of the fast path)
-#: takes a few seconds; the limit is far above that and still ends a hang within minutes.
+#: Default limit on one adapter call, in seconds. Once an adapter is loaded, an honest call
+#: on the bundled suite takes milliseconds; the slowest is the default adapter's first call
+#: of a fast-path kernel whose Numba cache is cold (a compilation: tens of seconds on a busy
+#: machine). The limit is far above that and still ends a hang within minutes.
 DEFAULT_TIMEOUT = 300.0
 #: Least time allowed for starting a worker and loading the adapter (importing a framework
 #: such as PyTorch takes seconds), whatever the per-call timeout.
@@ -100,18 +107,18 @@ def _adapter_info(adapter: Any) -> dict[str, Any]:
             "supports": callable(getattr(adapter, "supports", None))}
 
 
-def _worker_main(conn, spec: str) -> None:  # pragma: no cover - runs in the child
+def _worker_main(requests: Connection, answers: Connection, spec: str) -> None:  # pragma: no cover
     """The worker's loop: load ``spec``, then answer ``(method, args)`` requests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         adapter = load_adapter(spec)
     except AdapterLoadError as exc:
-        conn.send(("error", str(exc)))
+        answers.send(("error", str(exc)))
         return
-    conn.send(("loaded", _adapter_info(adapter)))
+    answers.send(("loaded", _adapter_info(adapter)))
     while True:
         try:
-            request = conn.recv()
+            request = requests.recv()
         except (EOFError, OSError):
             return
         if request is None:
@@ -119,10 +126,11 @@ def _worker_main(conn, spec: str) -> None:  # pragma: no cover - runs in the chi
         method, args = request
         outcome = call_adapter(adapter, method, args)
         try:
-            conn.send(outcome)
+            answers.send(outcome)
         except Exception as exc:  # noqa: BLE001 - a value pickle cannot send
-            conn.send(Outcome("raised", message=f"adapter {method}() returned a value that "
-                              f"cannot be sent back from the worker: {describe_exception(exc)}"))
+            answers.send(Outcome("raised", message=f"adapter {method}() returned a value that "
+                                 f"cannot be sent back from the worker: "
+                                 f"{describe_exception(exc)}"))
 
 
 class WorkerRunner:
@@ -141,9 +149,9 @@ class WorkerRunner:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.spec, self.timeout = spec, float(timeout)
-        self._context = multiprocessing.get_context("spawn")
-        self._process = None
-        self._conn = None
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._answers: Connection | None = None
         self.info: dict[str, Any] = {}
         self.restarts = 0
 
@@ -155,21 +163,31 @@ class WorkerRunner:
         AdapterLoadError
             If loading fails, the worker dies, or loading takes longer than the timeout.
         """
-        parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child, self.spec),
-                                        name="pnref-adapter-worker", daemon=True)
-        process.start()
-        child.close()
-        self._process, self._conn = process, parent
+        if self._process is not None:  # already running
+            return self.info
+        to_worker_read, to_worker_write = os.pipe()
+        from_worker_read, from_worker_write = os.pipe()
+        env = dict(os.environ, PNREF_WORKER_SYS_PATH=json.dumps(sys.path))
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pnref.verification.worker", str(to_worker_read),
+                 str(from_worker_write), self.spec],
+                pass_fds=(to_worker_read, from_worker_write), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(to_worker_read)
+            os.close(from_worker_write)
+        self._process = process
+        self._conn = Connection(to_worker_write, readable=False)
+        self._answers = Connection(from_worker_read, writable=False)
         limit = max(self.timeout, LOAD_TIMEOUT)
         try:
-            if not parent.poll(limit):
+            if not self._answers.poll(limit):
                 self._kill()
                 raise AdapterLoadError(f"loading --impl {self.spec} took longer than "
                                        f"{limit:g} s")
-            kind, payload = parent.recv()
+            kind, payload = self._answers.recv()
         except (EOFError, OSError):
-            code = process.exitcode
+            code = process.wait()
             self._kill()
             raise AdapterLoadError(f"the worker process loading --impl {self.spec} died "
                                    f"(exit code {code})") from None
@@ -186,36 +204,40 @@ class WorkerRunner:
             self.start()
         try:
             self._conn.send((method, args))
-            if not self._conn.poll(self.timeout):
+            if not self._answers.poll(self.timeout):
                 self._kill()
                 return Outcome("timeout", message=f"timed out after {self.timeout:g} s")
-            return self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            self._process.join(1.0)
-            code = self._process.exitcode
+            return self._answers.recv()
+        except (EOFError, OSError):
+            try:
+                code = self._process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                code = None
             self._kill()
             return Outcome("died", message=f"adapter {method}() ended the worker process "
                            f"(exit code {code}): a crash or os._exit")
 
     def _kill(self) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if conn is not None:
-            conn.close()
-        if process is not None and process.is_alive():
+        process = self._process
+        for conn in (self._conn, self._answers):
+            if conn is not None:
+                conn.close()
+        self._process = self._conn = self._answers = None
+        if process is not None and process.poll() is None:
             process.terminate()
-            process.join(2.0)
-            if process.is_alive():
+            try:
+                process.wait(2.0)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(2.0)
+                process.wait()
 
     def close(self) -> None:
         """Stop the worker (politely if it is idle)."""
         if self._conn is not None and self._process is not None:
             try:
                 self._conn.send(None)
-                self._process.join(2.0)
-            except (OSError, BrokenPipeError):
+                self._process.wait(2.0)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
 
@@ -240,3 +262,21 @@ class InProcessRunner:
 
     def close(self) -> None:
         """Nothing to stop."""
+
+
+def _main(argv: list[str]) -> None:  # pragma: no cover - the worker's entry point
+    """``python -m pnref.verification.worker REQUESTS_FD ANSWERS_FD SPEC``."""
+    for entry in reversed(json.loads(os.environ.get("PNREF_WORKER_SYS_PATH", "[]"))):
+        if entry not in sys.path:  # the caller's path, so the adapter imports as it would there
+            sys.path.insert(1, entry)
+    # run the loop of the imported module, not of __main__: the outcomes it pickles must be
+    # pnref.verification.worker.Outcome for the caller to unpickle them
+    from pnref.verification import worker
+
+    requests = Connection(int(argv[0]), writable=False)
+    answers = Connection(int(argv[1]), readable=False)
+    worker._worker_main(requests, answers, argv[2])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main(sys.argv[1:])
