@@ -148,6 +148,9 @@ class WorkerRunner:
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if os.name != "posix":
+            raise ValueError("the adapter's worker process needs a POSIX system (it passes pipe "
+                             "descriptors); run the adapter in this process with --timeout 0")
         self.spec, self.timeout = spec, float(timeout)
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
