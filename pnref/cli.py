@@ -11,7 +11,7 @@ import sys
 
 from pnref._outputs import CommandError
 from pnref._version import __version__
-from pnref.golden.cli import add_golden_parser
+from pnref.verification.cli import add_golden_parser
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

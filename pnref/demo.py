@@ -161,7 +161,7 @@ def run_demo() -> int:
     int
         0 when every golden case and every gradient check passes, 1 otherwise.
     """
-    from pnref.golden.cli import run_verify
+    from pnref.verification.cli import run_verify
 
     golden_status = run_verify()
     print()

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch", reason="the torch adapter needs the extra p
 from pnref.adapters.torch import NormProxyNormAct, ProxyNormAct, TorchAdapter  # noqa: E402
 from pnref.adapters.torch_ops import TorchOps, gauss_legendre  # noqa: E402
 from pnref.golden import bundled_suite_dir  # noqa: E402
-from pnref.golden.verify import verify_suite  # noqa: E402
 from pnref.pn_act import pn_act, pn_act_vjp  # noqa: E402
+from pnref.verification.runner import verify_suite  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def report():
 
 
 def test_torch_adapter_passes_the_bundled_suite(report):
-    assert report.failed == 0, [(c.case_id, c.errors, [k.message for k in c.checks if not
+    assert report.failed == 0, [(c.case_id, c.messages, [k.message for k in c.checks if not
                                                       k.passed]) for c in report.failures()]
     dtypes = {case.dtype for case in report.cases}
     assert dtypes == {"float16", "float32", "float64"}

@@ -15,6 +15,7 @@ from pnref.golden.format import (
     array_sha256,
     read_case_file,
     read_manifest,
+    seal_manifest,
     write_case_file,
     write_manifest,
 )
@@ -98,8 +99,12 @@ def test_manifest_checks(tmp_path):
         read_manifest(tmp_path)
     good = {"format": "pnref-golden", "schema_version": SCHEMA_VERSION, "cases": []}
     write_manifest(tmp_path, good)
-    assert read_manifest(tmp_path) == good
-    assert json.loads((tmp_path / MANIFEST_NAME).read_text()) == good
+    with pytest.raises(SuiteFormatError, match="no sha256 digest"):
+        read_manifest(tmp_path)  # an unsealed manifest could have been edited unnoticed
+    assert read_manifest(tmp_path, check=False) == good
+    write_manifest(tmp_path, seal_manifest(dict(good)))
+    assert read_manifest(tmp_path)["cases"] == []
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["digest"]["algorithm"] == "sha256"
 
 
 def test_tolerance_scales_with_mantissa_and_condition():

@@ -76,8 +76,11 @@ def test_regeneration_matches_the_committed_suite(committed, regenerated):
 def test_generation_is_bit_reproducible(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     generate_suite(first, "norms")
-    generate_suite(second, "norms")
+    progress = []
+    generate_suite(second, "norms", progress=lambda done, total: progress.append((done, total)))
     names = sorted(p.name for p in first.iterdir())
+    cases = len(names) - 1  # one file per case and the manifest
+    assert progress == [(done, cases) for done in range(1, cases + 1)]
     assert names == sorted(p.name for p in second.iterdir()) and len(names) > 50
     for name in names:
         if name != "manifest.json":  # the manifest differs only if provenance does

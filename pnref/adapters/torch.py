@@ -7,7 +7,7 @@ of pnref's NumPy code; this module wraps it as
 - `ProxyNormAct`, the PN-Act layer (learned gamma, beta, gamma~, beta~);
 - `NormProxyNormAct`, the block "norm without affine, then PN-Act";
 - `TorchAdapter`, the adapter ``pnref golden verify --impl
-  pnref.adapters.torch:TorchAdapter`` calls (protocol in `pnref.golden.adapter`).
+  pnref.adapters.torch:TorchAdapter`` calls (protocol in `pnref.verification.adapter`).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _block_kwargs(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TorchAdapter:
-    """Golden-suite adapter over `TorchOps` (protocol: `pnref.golden.adapter`).
+    """Golden-suite adapter over `TorchOps` (protocol: `pnref.verification.adapter`).
 
     float32 and float64 cases are computed in their own dtype; float16 cases in float32
     (float32 statistics, as frameworks do) and rounded back. Proxy moments other than the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pnref.golden.format import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     array_sha256,
+    seal_manifest,
     write_case_file,
     write_manifest,
 )
@@ -323,8 +325,11 @@ def _prepare_directory(out: Path) -> None:
             path.unlink()
 
 
-def generate_suite(out: str | Path, suite: str = "canonical") -> dict[str, Any]:
+def generate_suite(out: str | Path, suite: str = "canonical", *,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate the named suite into directory ``out``; return its manifest.
+
+    The manifest is sealed with its digest (`pnref.golden.format.seal_manifest`).
 
     Parameters
     ----------
@@ -333,8 +338,15 @@ def generate_suite(out: str | Path, suite: str = "canonical") -> dict[str, Any]:
         suite's files are replaced; any other non-empty directory is refused.
     suite : str
         A key of `pnref.golden.cases.SUITES`.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each case is computed.
     """
-    generated = [generate_case(case) for case in suite_cases(suite)]  # before touching out
+    cases = suite_cases(suite)
+    generated = []
+    for case in cases:  # every case is computed before out is touched
+        generated.append(generate_case(case))
+        if progress is not None:
+            progress(len(generated), len(cases))
     out = Path(out)
     _prepare_directory(out)
     entries = []
@@ -354,5 +366,5 @@ def generate_suite(out: str | Path, suite: str = "canonical") -> dict[str, Any]:
         },
         "cases": entries,
     }
-    write_manifest(out, manifest)
+    write_manifest(out, seal_manifest(manifest))
     return manifest

@@ -1,9 +1,10 @@
 """The adapter protocol through which ``pnref golden verify`` calls an implementation.
 
-An adapter is any object with a ``name`` and two methods::
+An adapter is any object with a ``name`` and two methods, and optionally a third::
 
     forward(op, inputs, attrs) -> {output name: array}
     vjp(op, inputs, attrs, cotangents) -> {input name: gradient array}
+    supports(op, attrs, dtype) -> bool          (optional)
 
 - ``op`` is one of the op names of `pnref.golden.ops.OPS` (``"group_norm"``,
   ``"pn_act"``, ``"proxy_moments"`` ...).
@@ -15,24 +16,39 @@ An adapter is any object with a ``name`` and two methods::
 - Returned arrays must have the expected shapes and the case's dtype. ``vjp`` returns a
   gradient for every input present in ``inputs``.
 
-Anything the adapter raises becomes a failed case with the exception's message; it never
-stops the run. The default adapter, `PnrefAdapter`, is pnref's own fast path.
+What the implementation does not support it says by raising ``NotImplementedError`` (from
+``forward``: the case is *unsupported*; from ``vjp`` alone: the case's gradients are), or by
+answering False from ``supports`` before it is called. Anything else the adapter raises,
+``SystemExit`` included, is a failed case with the exception's message; it never stops the
+run. The default adapter, `PnrefAdapter`, is pnref's own fast path.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pnref.golden.ops import OPS
 
-__all__ = ["GoldenAdapter", "PnrefAdapter", "load_adapter", "DEFAULT_ADAPTER"]
+__all__ = ["GoldenAdapter", "PnrefAdapter", "load_adapter", "AdapterLoadError",
+           "DEFAULT_ADAPTER", "describe_exception"]
 
 #: ``--impl`` value of the default implementation.
-DEFAULT_ADAPTER = "pnref.golden.adapter:PnrefAdapter"
+DEFAULT_ADAPTER = "pnref.verification.adapter:PnrefAdapter"
+
+#: Modules that moved; an ``--impl`` naming the old module loads from the new one.
+_MOVED = {"pnref.golden.adapter": "pnref.verification.adapter"}
+
+
+class AdapterLoadError(ValueError):
+    """The adapter named by ``--impl`` cannot be imported, found or constructed."""
 
 
 @runtime_checkable
@@ -150,30 +166,88 @@ def _in_dtype(arrays: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]
     return {k: np.asarray(v).astype(dtype) for k, v in arrays.items()}
 
 
-def load_adapter(spec: str) -> GoldenAdapter:
-    """Load an adapter from ``"MODULE:OBJECT"``.
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file.py:line)`` of an exception, where it was raised."""
+    import traceback
 
-    ``OBJECT`` may be an adapter instance, or a class or factory called with no arguments.
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{text.split(' (', 1)[0]} (at {Path(exc.filename).name}:{exc.lineno})"
+    if frames:
+        return f"{text} (at {Path(frames[-1].filename).name}:{frames[-1].lineno})"
+    return text
+
+
+def _import_module(module_name: str):
+    """Import a module by dotted name or from a ``.py`` path, the current directory first."""
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        path = Path(module_name).expanduser().resolve()
+        if not path.is_file():
+            raise AdapterLoadError(f"--impl file {module_name} does not exist")
+        name = f"_pnref_adapter_{path.stem}"
+        if str(path.parent) not in sys.path:  # its sibling modules import as usual
+            sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:  # as ``python -m`` does
+        sys.path.insert(0, cwd)
+    return importlib.import_module(_MOVED.get(module_name, module_name))
+
+
+def load_adapter(spec: str) -> GoldenAdapter:
+    """Load an adapter from ``"MODULE:OBJECT"`` or ``"path/to/file.py:OBJECT"``.
+
+    ``MODULE`` is found as ``python -m`` would (the current directory first); a path to a
+    ``.py`` file is loaded from that file. ``OBJECT`` may be an adapter instance, or a class
+    or factory called with no arguments.
 
     Raises
     ------
-    ValueError
-        If ``spec`` is not of the form ``MODULE:OBJECT`` or the object is no adapter.
-    ImportError, AttributeError
-        If the module or the object does not exist (the message names which).
+    AdapterLoadError
+        If ``spec`` is malformed, the module cannot be imported (any exception while
+        importing, a ``SyntaxError`` or ``SystemExit`` included), the object does not exist,
+        building it raises, or it is no adapter. The message names the cause.
     """
-    module_name, sep, object_name = spec.partition(":")
+    module_name, sep, object_name = spec.rpartition(":")
     if not sep or not module_name or not object_name:
-        raise ValueError(f"--impl must look like MODULE:OBJECT, got {spec!r}")
-    module = importlib.import_module(module_name)
+        raise AdapterLoadError(f"--impl must look like MODULE:OBJECT or path/to/file.py:OBJECT, "
+                               f"got {spec!r}")
+    try:
+        module = _import_module(module_name)
+    except AdapterLoadError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise AdapterLoadError(f"cannot import --impl module {module_name!r}: {exc} (searched "
+                               "the current directory and the Python path)") from None
+    except BaseException as exc:  # noqa: BLE001 - any failure of foreign code, SystemExit too
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise AdapterLoadError(f"importing --impl module {module_name!r} raised "
+                               f"{describe_exception(exc)}") from None
     try:
         obj = getattr(module, object_name)
     except AttributeError:
-        raise AttributeError(f"module {module_name!r} has no attribute {object_name!r}") from None
-    adapter = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "forward")) \
-        else obj
-    if not (hasattr(adapter, "forward") and hasattr(adapter, "vjp")):
-        raise ValueError(f"{spec} is not a golden adapter: it needs forward() and vjp() methods")
+        raise AdapterLoadError(f"module {module_name!r} has no attribute {object_name!r}"
+                               ) from None
+    try:
+        factory = isinstance(obj, type) or (callable(obj) and not hasattr(obj, "forward"))
+        adapter = obj() if factory else obj
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise AdapterLoadError(f"constructing --impl {spec} raised {describe_exception(exc)}"
+                               ) from None
+    if not all(callable(getattr(adapter, m, None)) for m in ("forward", "vjp")):
+        raise AdapterLoadError(f"{spec} is not a golden adapter: it needs forward() and vjp() "
+                               "methods")
     if not hasattr(adapter, "name"):
-        adapter.name = spec
+        try:
+            adapter.name = spec
+        except AttributeError:
+            pass
     return adapter
