@@ -162,24 +162,27 @@ def _normalize(x, axis: int, kind: str, groups: int | None, eps: float, dtype: n
     count = int(np.prod([grouped.shape[a] for a in axes]))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = anp.mean(grouped, axis=axes, keepdims=True)
-        centered = grouped - mean
-        var = anp.sum(centered * centered, axis=axes, keepdims=True) / (count - knobs.norm_ddof)
+        var = anp.sum((grouped - mean) ** 2, axis=axes, keepdims=True) / (count - knobs.norm_ddof)
         if knobs.norm_variance != "two-pass":
-            var = var + _variance_error(getval(grouped), axes, dtype, getval(var), knobs)
+            mean_error, var_error = _statistics_error(getval(grouped), axes, dtype,
+                                                      getval(mean), getval(var), knobs)
+            mean, var = mean + mean_error, var + var_error
             if knobs.norm_variance == "float16":
                 eps = float(np.float16(eps))
+        centered = grouped - mean
         scale = (1.0 / (anp.sqrt(var) + eps) if knobs.norm_eps_outside
                  else 1.0 / anp.sqrt(var + eps))
         normalized = centered * scale
     return anp.moveaxis(anp.reshape(normalized, shape), 1, axis)
 
 
-def _variance_error(grouped: np.ndarray, axes, dtype: np.dtype, var: np.ndarray,
-                    knobs: Knobs) -> np.ndarray:
-    """What the deviant variance computation adds to the exact variance (a constant).
+def _statistics_error(grouped: np.ndarray, axes, dtype: np.dtype, exact_mean: np.ndarray,
+                      var: np.ndarray, knobs: Knobs) -> tuple[np.ndarray, np.ndarray]:
+    """What the deviant statistics add to the exact mean and variance (constants).
 
-    The gradient of ``E[x^2] - E[x]^2`` equals that of the two-pass form analytically, so
-    only the value differs; it enters as a constant shift of the exact variance.
+    The gradient of ``E[x^2] - E[x]^2`` (or of statistics rounded to float16) equals that of
+    the exact two-pass form analytically, so only the values differ; they enter as constant
+    shifts of the exact mean and variance.
     """
     low = np.asarray(grouped).astype(dtype if knobs.norm_variance != "float16" else np.float16)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -191,7 +194,7 @@ def _variance_error(grouped: np.ndarray, axes, dtype: np.dtype, var: np.ndarray,
             deviant = (low * low).mean(axis=axes, keepdims=True, dtype=low.dtype) - mean * mean
             if knobs.norm_variance == "one-pass-clipped":
                 deviant = np.maximum(deviant, 0)
-        return deviant.astype(np.float64) - var
+        return mean.astype(np.float64) - exact_mean, deviant.astype(np.float64) - var
 
 
 class _NotApplicable(Exception):
