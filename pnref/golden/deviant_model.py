@@ -18,6 +18,7 @@ reference itself with modified attributes for those.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -399,7 +400,13 @@ def model_outputs(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str,
     dtype = np.result_type(*inputs.values())
     p = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
     try:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"), \
+                warnings.catch_warnings():
+            # an empty batch's mean is NaN and unused; a mistake that cuts an input off
+            # (stop-gradient) makes autograd warn that the loss does not depend on it
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            warnings.filterwarnings("ignore", "Output seems independent of input")
             outputs = {f"expected.{k}": np.asarray(v, dtype=np.float64)
                        for k, v in _forward(op, p, attrs, dtype, knobs).items()}
             if cotangents:

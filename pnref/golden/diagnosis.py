@@ -16,7 +16,8 @@ A candidate *explains* the implementation's output when both hold:
 
 Candidates are returned best first (smallest ``r``; at ``r`` equal to three significant digits
 single deviations before pairs, then catalogue order). Pairs are tried only when no single deviation is within
-tolerance, among the `PAIR_POOL` single variants that came closest to the output.
+tolerance, among the `PAIR_POOL` visible single variants that came closest to the output
+(a mistake can move the answer away from a port's output alone and still be half of it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = ["diagnose", "FAR_CLOSER", "PAIR_POOL"]
 #: How many times closer than the reference a candidate must be when not within tolerance.
 FAR_CLOSER = 10.0
 #: Single variants (the closest ones) combined in pairs when no single one explains the output.
-PAIR_POOL = 6
+PAIR_POOL = 8
 
 
 def _rms(arrays: Mapping[str, np.ndarray]) -> float:
@@ -129,7 +130,7 @@ def diagnose(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
     found = [(ratio, 0, order, dev_id, f"{description} ({variant.label})")
              for ratio, order, dev_id, description, variant in singles if explains(ratio)]
     if not any(ratio <= 1.0 for ratio, *_ in found):
-        pool = sorted((s for s in singles if s[0] < reference_ratio), key=lambda s: s[0])
+        pool = sorted(singles, key=lambda s: s[0])
         for first, second in itertools.combinations(pool[:PAIR_POOL], 2):
             if first[2] == second[2]:
                 continue
