@@ -1,8 +1,8 @@
 """The JAX adapter (an implementation independent of pnref's NumPy code) passes the bundled suite.
 
-To keep the test suite fast, one case of every op x dtype family and six edge cases (large offset, constant
-group, float16 overflow, exact kink, extreme PN parameters, exact SiLU moments) are
-run here (each case costs one XLA compilation per call); ``pnref golden verify --impl
+To keep the test suite fast, one case of every op x dtype family and six edge cases (large
+offset, constant group, float16 overflow, exact kink, extreme PN parameters, exact SiLU
+moments) are run here (each case costs one XLA compilation per call); ``pnref golden verify --impl
 pnref.adapters.jax:JaxAdapter`` runs all of them (every case passes, docs/verification.md).
 """
 
@@ -17,7 +17,6 @@ from pnref.adapters.jax import JaxAdapter, proxy_moments  # noqa: E402
 from pnref.golden import bundled_suite_dir  # noqa: E402
 from pnref.golden.format import read_manifest  # noqa: E402
 from pnref.golden.verify import verify_suite  # noqa: E402
-
 
 #: Edge cases run besides one case per op x dtype family.
 _EDGE_CASES = {"group_norm.torch.float16-overflow.f16", "group_norm.torch.constant-group.f32",

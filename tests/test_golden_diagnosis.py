@@ -184,3 +184,18 @@ def test_missing_arrays_are_judged_on_what_was_returned(suite):
     assert found and found[0]["id"] == "eps-outside-sqrt"
     with pytest.raises(ValueError, match="op must be one of"):
         diagnose("no_such_op", inputs, entry["attrs"], cotangents, forward_only, tolerances)
+
+
+def test_mutant_adapters_carry_one_mistake_each():
+    from pnref.adapters import mutants
+    from pnref.golden.adapter import load_adapter
+    from pnref.golden.verify import verify_suite
+
+    assert sorted(mutants.MUTANTS.values()) == sorted(DEVIATIONS)
+    adapter = load_adapter("pnref.adapters.mutants:TildesIgnored")
+    report = verify_suite(bundled_suite_dir(), adapter, select="pn_act.official.relu.f32")
+    assert report.failed == 1  # the mistake shows where it applies
+    report = verify_suite(bundled_suite_dir(), adapter, select="group_norm.torch.g4.f32")
+    assert report.failed == 0  # and nowhere else: the reference answers there
+    with pytest.raises(ValueError, match="deviation_id must be one of"):
+        mutants.MutantAdapter("no-such-mistake")

@@ -14,10 +14,11 @@ A candidate *explains* the implementation's output when both hold:
    at least 90 % of the error on the log scale of tolerances, e.g. a port with the mistake
    plus a second, unknown one).
 
-Candidates are returned best first (smallest ``r``; at ``r`` equal to three significant digits
-single deviations before pairs, then catalogue order). Pairs are tried only when no single deviation is within
-tolerance, among the `PAIR_POOL` visible single variants that came closest to the output
-(a mistake can move the answer away from a port's output alone and still be half of it).
+Candidates are returned best first (smallest ``r``; at ``r`` equal to three significant
+digits single deviations before pairs, then catalogue order). Pairs are tried only when no
+single deviation is within tolerance, among the `PAIR_POOL` visible single variants that came
+closest to the output (a mistake can move the answer away from a port's output alone and
+still be half of it).
 """
 
 from __future__ import annotations
