@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python scripts/diagnose_mutants.py [--per-mutant 3] [--power]
+    .venv/bin/python scripts/diagnose_mutants.py [--per-mutant 3] [--all] [--power]
 
 For every mutant of `pnref.adapters.mutants` (one catalogued mistake each): run it on every
 case of the bundled suite, count the failed cases, and diagnose (`pnref.golden.diagnosis`)
@@ -21,7 +21,7 @@ import numpy as np
 
 from pnref.adapters import mutants
 from pnref.golden import bundled_suite_dir
-from pnref.golden.diagnosis import diagnose
+from pnref.golden.diagnosis import diagnose, rank_key
 from pnref.golden.format import read_case_file, read_manifest
 from pnref.golden.power import format_power_table, simulate_power
 from pnref.golden.tolerances import Tolerance
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-mutant", type=int, default=3,
                         help="failing cases diagnosed per mutant (default 3)")
+    parser.add_argument("--all", action="store_true",
+                        help="diagnose every failing case for the 'named first' count (the "
+                        "examples printed stay --per-mutant)")
     parser.add_argument("--power", action="store_true", help="append the power table")
     args = parser.parse_args(argv)
     directory = bundled_suite_dir()
@@ -67,15 +70,22 @@ def main(argv: list[str] | None = None) -> int:
             if worst <= 1.0:
                 continue
             failed += 1
-            if entry["op"] in seen_ops or diagnosed >= args.per_mutant:
+            example = entry["op"] not in seen_ops and len(seen_ops) < args.per_mutant
+            if not (example or args.all):
                 continue
-            seen_ops.add(entry["op"])
             found = diagnose(entry["op"], inputs, entry["attrs"], cotangents, actual,
                              tolerances)
             diagnosed += 1
-            best = f"{found[0]['err_over_tol']:.3g}" if found else ""
-            first += bool(found) and (found[0]["id"] == deviation_id or any(
-                f["id"] == deviation_id and f"{f['err_over_tol']:.3g}" == best for f in found))
+            named = bool(found) and any(
+                f["id"] == deviation_id
+                and rank_key(f["err_over_tol"]) <= rank_key(found[0]["err_over_tol"])
+                for f in found)
+            first += named
+            if not named:
+                print(f"  {class_name}: {entry['id']} diagnosed {found[:2]}", file=sys.stderr)
+            if not example:
+                continue
+            seen_ops.add(entry["op"])
             likely = ", ".join(f"{f['id']} ({f['err_over_tol']:.2g} x tol)" for f in found[:3])
             lines.append(f"FAIL {entry['id']}  worst err/tol {worst:.3g}")
             lines.append(f"     likely: {likely or 'no catalogued deviation explains it'}")

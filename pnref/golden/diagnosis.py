@@ -14,8 +14,8 @@ A candidate *explains* the implementation's output when both hold:
    at least 90 % of the error on the log scale of tolerances, e.g. a port with the mistake
    plus a second, unknown one).
 
-Candidates are returned best first (smallest ``r``; at ``r`` equal to three significant
-digits single deviations before pairs, then catalogue order). Pairs are tried only when no
+Candidates are returned best first (smallest ``r``; at equal `rank_key` single deviations
+before pairs, then catalogue order). Pairs are tried only when no
 single deviation is within tolerance, among the `PAIR_POOL` visible single variants that came
 closest to the output (a mistake can move the answer away from a port's output alone and
 still be half of it).
@@ -34,12 +34,22 @@ from pnref.golden.ops import OPS
 from pnref.golden.tolerances import Tolerance
 from pnref.golden.verify import compare
 
-__all__ = ["diagnose", "FAR_CLOSER", "PAIR_POOL"]
+__all__ = ["diagnose", "rank_key", "FAR_CLOSER", "PAIR_POOL"]
 
 #: How many times closer than the reference a candidate must be when not within tolerance.
 FAR_CLOSER = 10.0
 #: Single variants (the closest ones) combined in pairs when no single one explains the output.
 PAIR_POOL = 8
+
+
+def rank_key(ratio: float) -> float:
+    """The error/tolerance ratio as the diagnosis ranks it: ratios with equal keys are ties.
+
+    Within tolerance, ratios are compared to 0.01 (two mistakes whose answers differ by less
+    than a hundredth of the tolerance are the same explanation of this case, e.g. eps 1e-10
+    inside or outside the square root); beyond it, to three significant digits.
+    """
+    return round(ratio, 2) if ratio <= 1.0 else float(f"{ratio:.3g}")
 
 
 def _rms(arrays: Mapping[str, np.ndarray]) -> float:
@@ -143,9 +153,6 @@ def diagnose(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
                 a, b = sorted((first, second), key=lambda s: s[1])
                 found.append((ratio, 1, a[1], f"{a[2]}+{b[2]}",
                               f"{a[3]} ({a[4].label}); and {b[3]} ({b[4].label})"))
-    # ratios equal to 3 significant digits are ties (two mistakes with the same effect on this
-    # case, e.g. zero parameter gradients and no moments gradient on proxy_moments):
-    # single before pair, then catalogue order
-    found.sort(key=lambda f: (float(f"{f[0]:.3g}"), f[1], f[2]))
+    found.sort(key=lambda f: (rank_key(f[0]), f[1], f[2]))
     return [{"id": dev_id, "description": description, "err_over_tol": float(ratio)}
             for ratio, _, _, dev_id, description in found]
