@@ -49,7 +49,7 @@ def _rms(cotangents):
     if not cotangents:
         return 0.0
     flat = np.concatenate([c.astype(np.float64).ravel() for c in cotangents.values()])
-    return float(np.sqrt(np.mean(flat**2)))
+    return float(np.sqrt(np.mean(flat**2))) if flat.size else 0.0
 
 
 def _worst(returned, arrays, tolerances, cotangents):

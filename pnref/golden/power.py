@@ -119,8 +119,9 @@ def simulate_power(suite_dir: str | Path, deviation_ids: Iterable[str] | None = 
     used: set[tuple[str, str]] = set()
     for entry in read_manifest(suite_dir)["cases"]:
         arrays, inputs, cotangents, tolerances = _case_parts(entry, suite_dir)
-        flat = [c.astype(np.float64).ravel() for c in cotangents.values()]
-        ct_rms = float(np.sqrt(np.mean(np.square(np.concatenate(flat))))) if flat else 0.0
+        flat = np.concatenate([np.zeros(0)] + [c.astype(np.float64).ravel()
+                                               for c in cotangents.values()])
+        ct_rms = float(np.sqrt(np.mean(np.square(flat)))) if flat.size else 0.0
         dtype = np.dtype(entry["dtype"])
         for deviation in deviations:
             for variant in applicable(deviation, entry["op"]):
