@@ -109,8 +109,14 @@ def test_manifest_checks(tmp_path):
 
 def test_tolerance_scales_with_mantissa_and_condition():
     f16, f32, f64 = (tolerance_for("output", d) for d in ("float16", "float32", "float64"))
-    # 16 x machine epsilon of the dtype: 2**-10, 2**-23, 2**-52
-    assert f16.rtol == 16 * 2.0**-10 and f32.rtol == 16 * 2.0**-23 and f64.rtol == 16 * 2.0**-52
+    # 16 x machine epsilon of the dtype: 2**-23, 2**-52
+    assert f32.rtol == 16 * 2.0**-23 and f64.rtol == 16 * 2.0**-52
+    # float16: float32 statistics (16 x 2**-23 x condition) plus four float16 roundings of
+    # eps/2 each (2 x 2**-10), the latter not amplified by the condition
+    assert f16.rtol == 16 * 2.0**-23 + 2 * 2.0**-10
+    assert tolerance_for("output", "float16", condition=10.0).rtol == pytest.approx(
+        10 * 16 * 2.0**-23 + 2 * 2.0**-10, rel=1e-15)
+    assert "float16" in f16.reason and "float32 statistics" in f16.reason
     assert tolerance_for("output", "float32", condition=10.0).rtol == 10 * f32.rtol
     assert tolerance_for("input_grad", "float32").metric == "relative_l2"
     assert tolerance_for("param_grad", "float64").rtol == 64 * 2.0**-52
@@ -122,7 +128,13 @@ def test_quantile_cases_use_at_least_float32_unit_and_exact_cases_a_floor():
     quantile64 = tolerance_for("output", "float64", method="quantile")
     assert quantile64.rtol == tolerance_for("output", "float32").rtol
     assert "float32" in quantile64.reason
-    assert tolerance_for("output", "float16", method="quantile").rtol == 16 * 2.0**-10
+    # the float32 unit applies to PN-Act's own conditioning only, float64's to the rest
+    split = tolerance_for("output", "float64", method="quantile", condition=1000.0,
+                          moments_condition=10.0)
+    assert split.rtol == pytest.approx(16 * (2.0**-52 * 1000 + 2.0**-23 * 10), rel=1e-15)
+    with pytest.raises(ValueError, match="moments_condition"):
+        tolerance_for("output", "float64", method="quantile", condition=2.0,
+                      moments_condition=3.0)
     exact64 = tolerance_for("statistics", "float64", method="exact")
     assert exact64.rtol == EXACT_MOMENTS_FLOOR and "1e-12" in exact64.reason
     mc = montecarlo_tolerance("statistics", 1e-3, 100_000)

@@ -102,7 +102,13 @@ def _affine(rng, channels, inputs, with_beta=True):
 # --------------------------------------------------------------------------- normalizations
 
 
-def _norm_builder(shape, channels, *, loc=0.5, scale=2.0, affine=True, affine_size=None,
+#: Default spread of drawn norm inputs: small enough that an eps of 1e-5 changes the output by
+#: ~1e-4 relative (at a spread of 2 eps placement and value are below float32's tolerance),
+#: with a non-zero mean (zero-mean data hides mistakes in the mean terms).
+_NORM_SCALE = 0.25
+
+
+def _norm_builder(shape, channels, *, loc=0.5, scale=_NORM_SCALE, affine=True, affine_size=None,
                   integer_spread=None, constant_group=None, axis=1):
     """Inputs of a grouped norm: x, and gamma/beta of size ``affine_size or channels``."""
 
@@ -204,6 +210,20 @@ def _norm_cases() -> list[CaseSpec]:
     add("group_norm", "torch", "empty-batch", ("float32",), groups=4, batch=0,
         description="empty batch (N = 0): empty output, zero parameter gradients",
         edge=("empty_batch",))
+    # a spread of 0.05 (variance 2.5e-3): eps 1e-5 then moves the output by ~1e-3 relative,
+    # so eps placement and value are visible in float32 (at a spread of 2 they are not)
+    for op, groups in (("batch_norm", None), ("instance_norm", None), ("layer_norm", None),
+                       ("group_norm", 4)):
+        add(op, "torch", "small-spread", ("float32",), groups=groups, loc=0.1, scale=0.05,
+            description="non-zero mean, spread 0.05: where eps 1e-5 shows",
+            edge=("small_variance",))
+    # mean 400 times the spread: a one-pass variance errs by ~1.6e5 roundings there
+    add("instance_norm", "torch", "offset100", f32_64, loc=100.0,
+        description="IN with mean 100, spread 0.25: one-pass variance fails",
+        edge=("large_offset",))
+    add("layer_norm", "official", "offset30", ("float16",), loc=30.0,
+        description="float16 LN with mean 30, spread 0.25: one-pass float16 variance fails "
+        "(float32 statistics expected)", edge=("large_offset",))
     add("group_norm", "torch", "f16-eps-underflow", ("float16",), groups=4, eps=1e-8,
         constant_group=(0, 2, 3.0),
         description="float16 with eps = 1e-8, which is 0 in float16, on a constant group: "
@@ -253,6 +273,18 @@ def _running_cases() -> list[CaseSpec]:
     for dtype in ("float32", "float64"):
         cases.append(_case("batch_norm_eval", "torch", "basic", dtype, {"axis": 1, "eps": 1e-5},
                            eval_build, "BN in evaluation mode with given running statistics"))
+
+    def eval_small_build(rng):
+        inputs = eval_build(rng)
+        inputs["running_var"] = 1e-3 * (1.0 + rng.random(8))
+        inputs["x"] = (inputs["running_mean"][:, None, None]
+                       + 0.05 * rng.standard_normal((2, 8, 3, 3)))
+        return inputs
+
+    cases.append(_case("batch_norm_eval", "torch", "small-var", "float32",
+                       {"axis": 1, "eps": 1e-5}, eval_small_build,
+                       "running variance ~1e-3: eps 1e-5 placement and value show in float32",
+                       ("small_variance",)))
     return cases
 
 
@@ -278,9 +310,10 @@ _MOMENT_PARAMS = np.array([
 
 
 def _moment_builder(params: np.ndarray) -> Builder:
+    """The moment parameters as inputs; a two-column ``params`` has no gamma~/beta~."""
     def build(rng):
-        return {k: params[:, i].copy()
-                for i, k in enumerate(("gamma", "beta", "gamma_tilde", "beta_tilde"))}
+        names = ("gamma", "beta", "gamma_tilde", "beta_tilde")[:params.shape[1]]
+        return {k: params[:, i].copy() for i, k in enumerate(names)}
 
     return build
 
@@ -314,6 +347,13 @@ def _moment_cases() -> list[CaseSpec]:
                            {**base, "method": "montecarlo", "n": 100_000, "montecarlo_seed": 0},
                            build, "Monte Carlo moments judged against the oracle, statistical "
                            "tolerance", expected_from="oracle"))
+    no_tilde = _moment_builder(_MOMENT_PARAMS[:, :2])
+    for dtype in ("float32", "float64"):
+        cases.append(_case("proxy_moments", "official", "relu-no-tilde", dtype,
+                           {"activation": "relu", "activation_params": {}, "method": "quantile",
+                            "n": 200}, no_tilde,
+                           "gamma~ and beta~ absent (fixed at 0): the common port",
+                           ("no_tilde",)))
     cases.append(_case("proxy_moments", "exact", "relu", "float32",
                        {"activation": "relu", "activation_params": {}, "method": "exact",
                         "n": None}, build, "exact ReLU moments of float32 parameters",
@@ -324,9 +364,13 @@ def _moment_cases() -> list[CaseSpec]:
 # --------------------------------------------------------------------------- PN-Act and blocks
 
 
+#: Mean of PN-Act's drawn input y: not 0, since zero-mean data hides some mistakes.
+_PN_Y_MEAN = 0.25
+
+
 def _pn_builder(shape, channels, *, gamma=None, beta=None, tilde=True, axis=1) -> Builder:
     def build(rng):
-        inputs = {"y": rng.standard_normal(shape)}
+        inputs = {"y": _PN_Y_MEAN + rng.standard_normal(shape)}
         inputs["gamma"] = (1.0 + 0.3 * rng.standard_normal(channels)
                            if gamma is None else np.asarray(gamma, dtype=np.float64))
         inputs["beta"] = (0.3 * rng.standard_normal(channels)
@@ -357,6 +401,12 @@ def _pn_cases() -> list[CaseSpec]:
         for dtype in dtypes:
             cases.append(_case("pn_act", "official", name, dtype, attrs, build,
                                f"PN-Act with {name}, official settings"))
+    attrs = _pn_attrs("official", "relu", {})
+    for dtype in ("float32", "float64"):
+        cases.append(_case("pn_act", "official", "relu-no-tilde", dtype, attrs,
+                           _pn_builder(_shape(2, 8, (3, 3), -1), 8, axis=-1, tilde=False),
+                           "official settings without gamma~/beta~ (fixed at 0): the common "
+                           "port", ("no_tilde",)))
     attrs = _pn_attrs("torch", "relu", {})
     cases += [_case("pn_act", "torch", "relu", dt, attrs, _pn_builder((2, 8, 3, 3), 8), "PN-Act "
                     "channels-first") for dt in ("float32", "float64")]
@@ -383,12 +433,19 @@ def _pn_cases() -> list[CaseSpec]:
     return cases
 
 
-def _block_builder(shape, channels, *, pn=True, loc=0.5, scale=2.0) -> Builder:
+def _block_builder(shape, channels, *, pn=True, loc=0.5, scale=_NORM_SCALE, tilde=True,
+                   constant_group=None) -> Builder:
+    """Block inputs; ``constant_group=(lo, hi, value)`` makes sample 0's channels [lo, hi)
+    all ``value`` (channels-first) and their beta 0: pre-activations exactly at 0."""
     def build(rng):
         inputs = {"x": loc + scale * rng.standard_normal(shape)}
         inputs["gamma"] = 1.0 + 0.3 * rng.standard_normal(channels)
         inputs["beta"] = 0.3 * rng.standard_normal(channels)
-        if pn:
+        if constant_group is not None:
+            lo, hi, value = constant_group
+            inputs["x"][0, lo:hi] = value
+            inputs["beta"][lo:hi] = 0.0
+        if pn and tilde:
             inputs["gamma_tilde"] = 0.3 * rng.standard_normal(channels)
             inputs["beta_tilde"] = 0.3 * rng.standard_normal(channels)
         return inputs
@@ -415,6 +472,12 @@ def _block_cases() -> list[CaseSpec]:
             for dtype in ("float32", "float64"):
                 cases.append(_case("norm_pn_act", "official", f"{norm}-{name}", dtype, attrs,
                                    build, f"{norm.upper()} then PN-Act ({name}), official"))
+    for dtype in ("float32", "float64"):
+        cases.append(_case("norm_pn_act", "official", "gn-relu-no-tilde", dtype,
+                           block_attrs("official", "gn", 4, "relu"),
+                           _block_builder(_shape(2, 8, (3, 3), -1), 8, tilde=False),
+                           "GN then PN-Act without gamma~/beta~ (fixed at 0): the common port",
+                           ("no_tilde",)))
     cases.append(_case("norm_pn_act", "official", "gn-relu", "float16",
                        block_attrs("official", "gn", 4, "relu"),
                        _block_builder(_shape(2, 8, (3, 3), -1), 8),
@@ -438,6 +501,20 @@ def _block_cases() -> list[CaseSpec]:
                                _block_builder(_shape(2, 8, (3, 3), profile_conventions(
                                    profile)["axis"]), 8, pn=False),
                                f"{norm.upper()} with affine then {name}: a baseline block"))
+    for dtype in ("float32", "float64"):
+        cases.append(_case("norm_act", "torch", "gn-relu-zero", dtype,
+                           block_attrs("torch", "gn", 4, "relu", pn=False),
+                           _block_builder((2, 8, 3, 3), 8, pn=False, loc=100.0,
+                                          constant_group=(0, 2, 1234.0)),
+                           "a constant group with beta 0: pre-activations exactly 0, where "
+                           "ReLU's derivative is the convention's (0, the left one); the "
+                           "other groups have mean 100", ("constant_group", "kink_exactly",
+                                                          "large_offset")))
+    cases.append(_case("norm_pn_act", "official", "gn-silu-offset4", "float16",
+                       block_attrs("official", "gn", 4, "silu"),
+                       _block_builder(_shape(2, 8, (3, 3), -1), 8, loc=4.0),
+                       "float16 GN + PN-Act (SiLU: no kink) with mean 4, spread 0.25: float32 "
+                       "statistics expected", ("large_offset",)))
     return cases
 
 

@@ -22,11 +22,17 @@ Unit and factors
 ----------------
 ``rtol = factor(kind) * unit * condition``, with
 
-- ``unit`` the machine epsilon of the case's dtype (spacing of floats at 1: 2**-10,
-  2**-23, 2**-52), i.e. the tolerance scales with the dtype's mantissa; for a case whose
-  proxy moments use the official quantile estimator the unit is at least float32's, because
-  that estimator is defined in float32 (the official code builds its quantile points in
-  float32, and frameworks' float32 ``erfinv`` differs from a float64 one by up to 5e-7);
+- ``unit`` the machine epsilon of the case's dtype (spacing of floats at 1: 2**-23,
+  2**-52), i.e. the tolerance scales with the dtype's mantissa; for a float64 case whose
+  proxy moments use the official quantile estimator a second term ``factor x eps(float32) x
+  (PN-Act's own conditioning)`` is added, because that estimator is defined in float32 (the
+  official code builds its quantile points in float32, and frameworks' float32 ``erfinv``
+  differs from a float64 one by up to 5e-7) and only PN-Act's division by the proxy standard
+  deviation amplifies its error, not the norm before it;
+- float16 cases are expected to be computed with float32 statistics (as frameworks do, and
+  as the eps-underflow case requires): the condition multiplies float32's unit, and the
+  result may be rounded to float16 four times (``FLOAT16_ROUNDINGS`` = 2 x 2**-10, four
+  roundings of half an eps each, not amplified by the condition);
 - ``factor`` 16 for outputs and statistics (a few roundings plus a pairwise-summed
   reduction of at most a few hundred terms), 32 for input gradients (two reductions and
   the forward's errors), 64 for parameter gradients (reductions over batch and space plus
@@ -53,6 +59,7 @@ __all__ = [
     "FACTORS",
     "EXACT_MOMENTS_FLOOR",
     "MONTECARLO_SIGMAS",
+    "FLOAT16_ROUNDINGS",
     "Tolerance",
     "tolerance_for",
     "montecarlo_tolerance",
@@ -80,6 +87,11 @@ EXACT_MOMENTS_FLOOR = 1e-12
 
 #: Standard errors allowed for a Monte Carlo estimate of the exact moments.
 MONTECARLO_SIGMAS = 6.0
+
+#: float16 machine epsilons allowed on top of the float32 arithmetic: four roundings to
+#: float16 of at most eps/2 each (the affine, the activation, the centering and the scaling
+#: may each round to float16 once).
+FLOAT16_ROUNDINGS = 2.0
 
 _REASONS = {
     "output": "elementwise, {factor:g} x eps({unit_dtype}) x condition {condition:.4g}: "
@@ -161,7 +173,8 @@ def unit_roundoff(dtype: str | np.dtype, method: str | None = None) -> tuple[flo
 
 
 def tolerance_for(
-    kind: str, dtype: str | np.dtype, *, condition: float = 1.0, method: str | None = None
+    kind: str, dtype: str | np.dtype, *, condition: float = 1.0, method: str | None = None,
+    moments_condition: float | None = None,
 ) -> Tolerance:
     """The tolerance of one expected array of a case.
 
@@ -175,21 +188,62 @@ def tolerance_for(
         The case's conditioning number, >= 1.
     method : str or None
         The case's proxy-moment method (``None`` for plain normalizations).
+    moments_condition : float or None
+        For a float64 case using the float32 quantile estimator: the conditioning of
+        PN-Act's division by the proxy standard deviation alone (the part of ``condition``
+        that amplifies an error of the proxy moments). The float32 unit is then applied to
+        it only, and float64's to ``condition``: the norm's conditioning does not amplify
+        the estimator's float32 error. ``None``: the float32 unit applies to ``condition``.
 
     Returns
     -------
     Tolerance
+
+    Notes
+    -----
+    ``rtol = factor * unit * condition``, except:
+
+    - float16 cases: the policy expects float32 statistics (``shared/conventions.md``), so
+      ``condition`` multiplies float32's unit, and float16 adds `FLOAT16_ROUNDINGS`
+      roundings of the result, not amplified: ``factor * eps32 * condition + 2 * eps16``;
+    - float64 quantile cases with ``moments_condition``:
+      ``factor * (eps64 * condition + eps32 * moments_condition)``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if not (np.isfinite(condition) and condition >= 1.0):
         raise ValueError(f"condition must be a finite number >= 1, got {condition}")
-    unit, unit_dtype = unit_roundoff(dtype, method)
+    if moments_condition is not None and not (np.isfinite(moments_condition)
+                                              and 1.0 <= moments_condition <= condition):
+        raise ValueError(f"moments_condition must be a finite number in [1, condition], got "
+                         f"{moments_condition}")
     factor = FACTORS[kind]
+    if np.dtype(dtype) == np.float16:
+        unit32 = float(np.finfo(np.float32).eps)
+        unit16 = float(np.finfo(np.float16).eps)
+        rtol = factor * unit32 * condition + FLOAT16_ROUNDINGS * unit16
+        reason = _REASONS[kind].format(factor=factor, unit_dtype="float32",
+                                       condition=condition)
+        reason += (f"; float16 case: float32 statistics expected, so the condition multiplies "
+                   f"float32's eps, plus {FLOAT16_ROUNDINGS:g} x eps(float16): up to four "
+                   "elementwise float16 roundings of eps/2 (affine, activation, centering, "
+                   "scaling), not amplified")
+        return Tolerance(kind, KINDS[kind], float(rtol), 0.0, reason)
+    unit, unit_dtype = unit_roundoff(dtype, method)
     rtol = factor * unit * condition
     reason = _REASONS[kind].format(factor=factor, unit_dtype=unit_dtype, condition=condition)
     if method == "quantile" and unit_dtype != np.dtype(dtype).name:
-        reason += "; unit raised to float32's: the official quantile estimator is float32"
+        if moments_condition is None:
+            reason += "; unit raised to float32's: the official quantile estimator is float32"
+        else:
+            own = float(np.finfo(np.dtype(dtype)).eps)
+            rtol = factor * (own * condition + unit * moments_condition)
+            reason = _REASONS[kind].format(factor=factor, unit_dtype=np.dtype(dtype).name,
+                                           condition=condition)
+            reason += (f"; plus {factor:g} x eps(float32) x {moments_condition:.4g} (the "
+                       "conditioning of the division by the proxy standard deviation): the "
+                       "official quantile estimator is float32, and only PN-Act's "
+                       "conditioning amplifies its error")
     if method in ("exact", "quadrature") and rtol < EXACT_MOMENTS_FLOOR:
         rtol = EXACT_MOMENTS_FLOOR
         reason += (

@@ -13,7 +13,6 @@ diagnosis, when present) are recorded best first.
 from __future__ import annotations
 
 import copy
-import importlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,15 +46,10 @@ class VerificationInterrupted(KeyboardInterrupt):
 
 
 def diagnoser() -> Callable[..., list[dict[str, Any]]] | None:
-    """``diagnose`` of the golden layer's deviation catalogue, if this pnref has one."""
-    for module in ("pnref.golden.diagnosis", "pnref.golden.deviations"):
-        try:
-            diagnose = getattr(importlib.import_module(module), "diagnose", None)
-        except ImportError:
-            continue
-        if callable(diagnose):
-            return diagnose
-    return None
+    """`pnref.golden.diagnosis.diagnose`: which catalogued deviation explains a failure."""
+    from pnref.golden.diagnosis import diagnose
+
+    return diagnose
 
 
 def _check_returned(result: CaseResult, method: str, returned: Any, names: list[str],
@@ -185,8 +179,9 @@ def run_case(case: GoldenCase, runner, *, supports: bool, strict: bool = False,
                 found = diagnose(case.op, inputs, case.attrs, cotangents, actual,
                                  {k: t for k, (t, _) in tolerances.items()})
                 result.diagnosis = [dict(d) for d in found]
-            except Exception:  # noqa: BLE001 - a diagnosis never spoils the verdict
+            except Exception as exc:  # noqa: BLE001 - a diagnosis never spoils the verdict
                 result.diagnosis = None
+                result.messages.append(f"the diagnosis could not run: {exc!r}")
     if strict and result.status == "unsupported":
         result.status = "failed"
         result.messages.append(f"unsupported, and --strict counts that as a failure: "
