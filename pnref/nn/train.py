@@ -17,13 +17,36 @@ from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
     "TrainConfig",
+    "TrainingInterrupted",
     "softmax_cross_entropy",
     "evaluate",
     "make_loss",
     "train",
     "single_threaded_blas",
 ]
+
+
+#: Training stops as diverged when a step's loss is not finite or exceeds this multiple of the
+#: first step's loss. The first loss of a classifier at initialization is about log(classes)
+#: (2.3 for ten classes); a hundred times that means logits wrong by hundreds, from which SGD
+#: with a decaying learning rate does not come back in these small runs.
+DIVERGENCE_FACTOR = 100.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `train`: a KeyboardInterrupt that carries the metrics of the steps done.
+
+    Attributes
+    ----------
+    metrics : dict
+        What `train` returns, for the parameters reached, with ``"interrupted": True``.
+    """
+
+    def __init__(self, metrics: dict) -> None:
+        super().__init__("training interrupted")
+        self.metrics = metrics
 
 
 def softmax_cross_entropy(logits, labels: np.ndarray):
@@ -128,7 +151,15 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool = True) -> dict:
     dict
         ``config`` (as a dict), ``dataset``, ``train_loss`` (mean over the last epoch's
         steps), ``train_accuracy``, ``test_loss``, ``test_accuracy`` (evaluation mode),
-        ``steps``, ``seconds``, ``diverged`` (a non-finite loss stopped training early).
+        ``steps``, ``seconds``, ``diverged`` (training stopped early because a step's loss
+        was not finite or exceeded `DIVERGENCE_FACTOR` times the first step's loss),
+        ``interrupted`` (False here; see below).
+
+    Raises
+    ------
+    TrainingInterrupted
+        On Ctrl-C (KeyboardInterrupt) during the steps; its ``metrics`` are the same dict for
+        the steps done, with ``"interrupted": True``.
     """
     with single_threaded_blas():
         return _train(config, data, progress=progress)
@@ -154,31 +185,36 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
                       enabled=progress)
     start = time.perf_counter()
     step = 0
-    diverged = False
+    diverged = interrupted = False
+    first_loss = None
     epoch_losses: list[float] = []
-    for epoch in range(config.epochs):
-        epoch_losses = []
-        loss_sum = 0.0
-        for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
-                                          rng=rng):
-            loss, grads = value_and_grad(params, xb, yb)
-            if not np.isfinite(loss):
-                diverged = True
+    try:
+        for epoch in range(config.epochs):
+            epoch_losses = []
+            for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
+                                              rng=rng):
+                loss, grads = value_and_grad(params, xb, yb)
+                loss = float(loss)
+                first_loss = loss if first_loss is None else first_loss
+                if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
+                    diverged = True
+                    break
+                params = optimizer.step(params, grads, cosine_lr(step, total_steps, config.lr))
+                holder["state"] = holder["new_state"]
+                epoch_losses.append(loss)
+                step += 1
+                bar.update(1, f"epoch {epoch + 1}/{config.epochs} "
+                              f"mean loss {np.mean(epoch_losses):.4f}")
+            if diverged:
                 break
-            params = optimizer.step(params, grads, cosine_lr(step, total_steps, config.lr))
-            holder["state"] = holder["new_state"]
-            epoch_losses.append(float(loss))
-            loss_sum += float(loss)
-            step += 1
-            bar.update(1, f"epoch {epoch + 1}/{config.epochs} "
-                          f"mean loss {loss_sum / len(epoch_losses):.4f}")
-        if diverged:
-            break
-    bar.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     train_metrics = evaluate(model, params, holder["state"], data.x_train, data.y_train)
     test_metrics = evaluate(model, params, holder["state"], data.x_test, data.y_test)
-    return {
+    metrics = {
         "config": asdict(config),
         "dataset": data.name,
         "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
@@ -188,4 +224,8 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
         "steps": step,
         "seconds": seconds,
         "diverged": diverged,
+        "interrupted": interrupted,
     }
+    if interrupted:
+        raise TrainingInterrupted(metrics)
+    return metrics
