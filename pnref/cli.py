@@ -71,7 +71,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_gradients(args: argparse.Namespace) -> int:
-    from pnref.demo import run_gradient_check
+    from pnref.gradient_check import run_gradient_check
 
     return run_gradient_check()
 

@@ -34,6 +34,7 @@ LAYERS = {
     "pnref.golden": 5,
     "pnref.adapters": 5,
     "pnref.demo": 5,
+    "pnref.gradient_check": 5,
     "pnref.cli": 5,
     "pnref.__main__": 5,
 }
