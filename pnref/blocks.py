@@ -43,6 +43,8 @@ BACKENDS: tuple[str, ...] = ("numpy", "numba")
 
 def _implementation(backend) -> ModuleType:
     """The module that implements ``backend`` (the kernels are imported on first use)."""
+    if isinstance(backend, str):
+        backend = backend.strip().lower()  # case-insensitive: "NumPy" is "numpy"
     if backend == "numpy":
         return blocks_ref
     if backend == "numba":

@@ -67,3 +67,16 @@ def test_power_norms_in_lower_case(tmp_path, capsys):
     with open(table) as f:
         norms = {row["norm"] for row in csv.DictReader(f)}
     assert norms == {"BN", "GN+PN"}
+
+
+def test_activation_and_backend_names_accept_any_case():
+    import numpy as np
+
+    import pnref
+
+    assert pnref.activation("ReLU").name == "relu"
+    assert pnref.activation("Swish").name == "silu"
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3))
+    expected = pnref.norm_act(x, norm="gn", groups=2, backend="numpy", activation="silu")
+    got = pnref.norm_act(x, norm="gn", groups=2, backend="NumPy", activation="SiLU")
+    np.testing.assert_array_equal(got, expected)  # the same code path: bit-identical
