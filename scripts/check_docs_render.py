@@ -17,9 +17,13 @@ finish and then reports, for each formula (each ``.arithmatex`` element of pymdo
 - cut: a display formula wider than the page that is clipped instead of scrolling
   (``overflow-x`` must be ``auto`` or ``scroll`` when it does not fit).
 
+It also flags inline code showing literal double backticks (a docstring type on the API
+page).
+
 The script fails (exit status 1) when MathJax does not load on a page, when any formula is
-raw, an error or cut, or when any request left ``file://`` (an ``http(s)``/``ws`` URL in
-the net log). It prints one line per page: formulas, rendered, wide-but-scrolling, problems.
+raw, an error or cut, when inline code shows double backticks, or when any request left
+``file://`` (an ``http(s)``/``ws`` URL in the net log or the page's resource list). It
+prints one line per page: formulas, rendered, wide-but-scrolling, problems.
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ PROBE = r"""
   function inspect() {
     var out = {mathjax: true, formulas: 0, rendered: 0, wide: 0, raw: [], errors: [], cut: [],
                requests: []};
+    out.backticks = [];
+    document.querySelectorAll("code").forEach(function (el) {
+      if (!el.closest("pre") && el.textContent.indexOf("``") >= 0) {
+        out.backticks.push(el.textContent.slice(0, 60));
+      }
+    });
     performance.getEntriesByType("resource").forEach(function (entry) {
       if (!/^(file|data|blob):/.test(entry.name)) { out.requests.push(entry.name); }
     });
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             problems = []
             if not result.get("mathjax"):
                 problems.append(result.get("problem", "MathJax did not load"))
-            for kind in ("raw", "errors", "cut"):
+            for kind in ("raw", "errors", "cut", "backticks"):
                 for label in result.get(kind, []):
                     problems.append(f"{kind}: {label}")
             left = sorted(set(left) | set(result.get("requests", [])))
