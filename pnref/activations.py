@@ -395,7 +395,7 @@ class Activation:
         return f"activation({self.name!r}{args})"
 
 
-def activation(name: str | Activation, **params) -> Activation:
+def activation(name: str | Activation, **params: float) -> Activation:
     """Look up an activation by name and return it with its derivatives.
 
     Parameters

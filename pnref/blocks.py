@@ -31,6 +31,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref import blocks_ref
 from pnref.activations import Activation
@@ -55,11 +56,11 @@ def _implementation(backend) -> ModuleType:
 
 
 def norm_pn_act(
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -114,12 +115,12 @@ def norm_pn_act(
 
 
 def norm_pn_act_vjp(
-    dout,
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -160,9 +161,9 @@ def norm_pn_act_vjp(
 
 
 def norm_act(
-    x,
-    gamma=None,
-    beta=None,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -196,10 +197,10 @@ def norm_act(
 
 
 def norm_act_vjp(
-    dout,
-    x,
-    gamma=None,
-    beta=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,

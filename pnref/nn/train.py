@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import autograd
 import autograd.numpy as anp
@@ -49,8 +51,11 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.metrics = metrics
 
 
-def softmax_cross_entropy(logits, labels: np.ndarray):
+def softmax_cross_entropy(logits: Any, labels: np.ndarray) -> Any:
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``.
+
+    ``logits`` is an (N, classes) array, or autograd's traced stand-in for one while a
+    gradient is taken (hence ``Any``); the result is a scalar of the same kind.
 
     Equations
     ---------
@@ -101,7 +106,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-def make_loss(model: CNN | MLP, state_holder: dict):
+def make_loss(model: CNN | MLP, state_holder: dict) -> Callable[..., Any]:
     """``loss(params, x, y)`` in training mode; stores the new model state in ``state_holder``.
 
     The new state (batch-norm running statistics) is computed outside autograd's trace.
@@ -115,7 +120,7 @@ def make_loss(model: CNN | MLP, state_holder: dict):
     return loss
 
 
-def evaluate(model: CNN | MLP, params, state, x: np.ndarray, y: np.ndarray,
+def evaluate(model: CNN | MLP, params: dict, state: dict, x: np.ndarray, y: np.ndarray,
              batch_size: int = 256) -> dict[str, float]:
     """Loss and accuracy in evaluation mode (batch norm uses its running statistics)."""
     total_loss = 0.0
