@@ -297,13 +297,14 @@ def run_gradient_check() -> int:
     """
     rng = np.random.default_rng(SEED + 1)
     results = [check_case(case, rng) for case in gradient_cases()]
-    print("pnref check-gradients: every op's VJP against central differences (float64)")
+    print("pnref check-gradients: every op's VJP, backward vs central differences (float64)")
     print(f"(random cotangents and directions; relative error of <vjp(c), t> against the "
           f"central difference, h = {FD_STEP:g}; pass <= {FD_TOLERANCE:g})")
     print()
     print(format_by_op(results))
     failed = [f"{r.op} ({r.name})" for r in results if not r.passed]
     print()
-    print(f"all {len(results)} checks passed" if not failed
+    ops = len({r.op for r in results})
+    print(f"all checks passed: {len(results)} cases, {ops} ops" if not failed
           else f"FAILED {len(failed)} of {len(results)}: {', '.join(failed)}")
     return 0 if not failed else 1

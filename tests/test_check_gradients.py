@@ -57,7 +57,7 @@ def test_command_prints_one_row_per_op_and_passes(capsys):
     ops = list(dict.fromkeys(case.op for case in gradient_cases()))
     assert [row.split("  ")[0].strip() for row in table[2:]] == ops
     assert all(row.rstrip().endswith("ok") for row in table[2:])
-    assert f"all {len(gradient_cases())} checks passed" in out
+    assert f"all checks passed: {len(gradient_cases())} cases" in out
 
 
 def test_command_exit_status_is_1_on_a_failure(monkeypatch, capsys):

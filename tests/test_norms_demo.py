@@ -18,7 +18,7 @@ def test_run_demo_returns_zero_and_prints_every_case(capsys):
     for case in gradient_cases():
         assert case.op in out
     assert "FAIL" not in out
-    assert f"all {len(gradient_cases())} checks passed" in out
+    assert f"all checks passed: {len(gradient_cases())} cases" in out
 
 
 def test_check_case_flags_a_wrong_gradient():
