@@ -176,3 +176,19 @@ def test_ctrl_c_writes_the_metrics_so_far(tmp_path):
     metrics = json.loads(output.read_text())
     assert metrics["interrupted"] is True
     assert 100 <= metrics["steps"] < 40 * 25
+
+
+def test_non_finite_metrics_are_null_with_a_reason():
+    from pnref.cli import train_metrics_json
+
+    metrics = {"train_loss": float("nan"), "test_loss": float("inf"), "steps": 0,
+               "diverged": True, "test_accuracy": 0.25}
+    text = train_metrics_json(metrics)
+    parsed = json.loads(text)  # json.loads accepts NaN; the text must not contain it at all
+    assert "NaN" not in text and "Infinity" not in text
+    assert parsed["train_loss"] is None and parsed["test_loss"] is None
+    assert parsed["null_reasons"] == {
+        "train_loss": "not a number: no training step finished",
+        "test_loss": "inf (not finite): the training diverged",
+    }
+    assert parsed["test_accuracy"] == 0.25
