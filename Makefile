@@ -37,8 +37,11 @@ bench: $(STAMP)
 warmup: $(STAMP)
 	$(PY) -m pnref warmup
 
+# MathJax for the site comes from PyPI: jupyter-server-mathjax ships MathJax 2.7.9's files;
+# --no-deps because only those files are used (scripts/mkdocs_mathjax_hook.py), not the server.
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m pip install --quiet --no-deps 'jupyter-server-mathjax==0.2.6'
 	touch $(DOCS_STAMP)
 
 # The documentation site (mkdocs.yml): --strict turns a broken page, link or docstring into a

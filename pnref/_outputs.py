@@ -115,12 +115,27 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         ) from None
 
 
-def require_extra(package: str, extra: str, command: str) -> None:
-    """Raise `CommandError` unless ``package`` can be imported.
+def require_extra(package: str, extra: str, command: str, *, module: str | None = None) -> None:
+    """Raise `CommandError` unless ``package`` can be imported; call it before any work.
+
+    Parameters
+    ----------
+    package : str
+        The distribution a person installs (``"scikit-learn"``), named in the message.
+    extra : str
+        The pnref extra that brings it (``"data"``).
+    command : str
+        The command that needs it (``"pnref train --dataset digits"``).
+    module : str, optional
+        The name it is imported by when that differs from ``package`` (``"sklearn"``).
 
     The message is ``<command> needs <package>: pip install 'pnref[<extra>]'``.
     """
-    if importlib.util.find_spec(package) is None:
+    try:
+        found = importlib.util.find_spec(module or package) is not None
+    except (ImportError, ValueError):  # a broken install or a module set to None in sys.modules
+        found = False
+    if not found:
         raise CommandError(f"{command} needs {package}: pip install 'pnref[{extra}]'")
 
 

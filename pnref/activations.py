@@ -395,13 +395,13 @@ class Activation:
         return f"activation({self.name!r}{args})"
 
 
-def activation(name: str | Activation, **params) -> Activation:
+def activation(name: str | Activation, **params: float) -> Activation:
     """Look up an activation by name and return it with its derivatives.
 
     Parameters
     ----------
     name : str or Activation
-        One of `ACTIVATIONS` (``"swish"`` is accepted for ``"silu"``). An
+        One of `ACTIVATIONS`, any case (``"swish"`` is accepted for ``"silu"``). An
         `Activation` is returned as is (no parameters may be given with it).
     **params
         ``alpha`` for ``leaky_relu`` (slope for z <= 0, default 0.01, 0 <= alpha <= 1)
@@ -450,7 +450,8 @@ def activation(name: str | Activation, **params) -> Activation:
         raise TypeError(
             f"activation(): name must be a str or an Activation, got {type(name).__name__}"
         )
-    canonical = _ALIASES.get(name, name)
+    lowered = name.strip().lower()  # names are case-insensitive: "ReLU" is "relu"
+    canonical = _ALIASES.get(lowered, lowered)
     if canonical not in _REGISTRY:
         raise ValueError(
             f"unknown activation {name!r}; known activations: {', '.join(ACTIVATIONS)}"

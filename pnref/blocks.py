@@ -31,6 +31,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref import blocks_ref
 from pnref.activations import Activation
@@ -43,6 +44,8 @@ BACKENDS: tuple[str, ...] = ("numpy", "numba")
 
 def _implementation(backend) -> ModuleType:
     """The module that implements ``backend`` (the kernels are imported on first use)."""
+    if isinstance(backend, str):
+        backend = backend.strip().lower()  # case-insensitive: "NumPy" is "numpy"
     if backend == "numpy":
         return blocks_ref
     if backend == "numba":
@@ -53,11 +56,11 @@ def _implementation(backend) -> ModuleType:
 
 
 def norm_pn_act(
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -112,12 +115,12 @@ def norm_pn_act(
 
 
 def norm_pn_act_vjp(
-    dout,
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -158,9 +161,9 @@ def norm_pn_act_vjp(
 
 
 def norm_act(
-    x,
-    gamma=None,
-    beta=None,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -194,10 +197,10 @@ def norm_act(
 
 
 def norm_act_vjp(
-    dout,
-    x,
-    gamma=None,
-    beta=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,

@@ -26,6 +26,7 @@ import numbers
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref._validation import as_float_array, check_eps, result_dtype
 from pnref.activations import Activation
@@ -112,11 +113,11 @@ def _block_dtype(**arrays) -> np.dtype:
 
 
 def norm_pn_act(
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -169,12 +170,12 @@ def norm_pn_act(
 
 
 def norm_pn_act_vjp(
-    dout,
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -225,9 +226,9 @@ def norm_pn_act_vjp(
 
 
 def norm_act(
-    x,
-    gamma=None,
-    beta=None,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -265,10 +266,10 @@ def norm_act(
 
 
 def norm_act_vjp(
-    dout,
-    x,
-    gamma=None,
-    beta=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,

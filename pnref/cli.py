@@ -7,11 +7,61 @@ inside the function so that ``pnref --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable, Sequence
 
-from pnref._outputs import CommandError
+from pnref._outputs import (
+    CommandError,
+    check_output_file,
+    dumps_strict_json,
+    require_extra,
+    write_atomic,
+)
 from pnref._version import __version__
 from pnref.verification.cli import add_golden_parser
+
+#: Choices spelled here rather than imported, so that ``pnref --help`` stays instant;
+#: tests/test_cli_consistency.py checks them against the library's lists.
+TRAIN_NORMS = ("none", "bn", "ln", "in", "gn", "ln+pn", "gn+pn", "ln+ws", "gn+ws")
+BACKENDS = ("numpy", "numba")
+DATASETS = ("digits", "synthetic")
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type`` that accepts any case of ``choices`` and returns the listed spelling.
+
+    Use with ``choices=choices`` so that ``--help`` lists them: ``--norm GN+PN`` and
+    ``--norm gn+pn`` both give ``"gn+pn"`` when ``"gn+pn"`` is the listed choice.
+    """
+    canonical = {choice.lower(): choice for choice in choices}
+
+    def convert(text: str) -> str:
+        return canonical.get(text.strip().lower(), text)
+
+    convert.__name__ = "choice"  # argparse names the type in its messages
+    return convert
+
+
+def _choice_list(text: str, choices: Sequence[str], option: str) -> list[str]:
+    """A comma-separated list of ``choices``, any case, in the listed spelling.
+
+    ``_choice_list("bn, gn+pn", ("BN", "GN+PN"), "--norms")`` is ``["BN", "GN+PN"]``.
+
+    Raises
+    ------
+    CommandError
+        Naming ``option``, the unknown entries and the valid choices.
+    """
+    canonical = {choice.lower(): choice for choice in choices}
+    given = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in given if item.lower() not in canonical]
+    if unknown or not given:
+        raise CommandError(
+            f"{option} {text!r}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+            f"choose from {', '.join(choices)} (comma-separated, any case)"
+        )
+    return [canonical[item.lower()] for item in given]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -21,7 +71,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_gradients(args: argparse.Namespace) -> int:
-    from pnref.demo import run_gradient_check
+    from pnref.gradient_check import run_gradient_check
 
     return run_gradient_check()
 
@@ -34,7 +84,9 @@ def _cmd_experiment_power(args: argparse.Namespace) -> int:
         for name in ("width", "depth", "image_size", "inputs", "groups", "seed")
         if getattr(args, name) is not None
     }
-    norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
+    from pnref.experiments.power import NORMS
+
+    norms = _choice_list(args.norms, NORMS, "--norms") if args.norms else None
     run_and_save(
         PowerSettings(**given),
         norms,
@@ -45,9 +97,12 @@ def _cmd_experiment_power(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import json
+    """Train; the output is checked first and written atomically, even after Ctrl-C."""
+    output = check_output_file(args.output, option="--output")
+    if args.dataset == "digits":
+        require_extra("scikit-learn", "data", "pnref train --dataset digits", module="sklearn")
 
-    from pnref.nn import TrainConfig, load_dataset, train
+    from pnref.nn import TrainConfig, TrainingInterrupted, load_dataset, train
 
     options = {"groups": args.groups, "backend": args.backend}
     if args.model == "cnn":
@@ -59,7 +114,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         decay_proxy=not args.no_proxy_decay, model_options=options,
     )
-    result = train(config, load_dataset(args.dataset), progress=not args.quiet)
+    try:
+        result = train(config, load_dataset(args.dataset), progress=not args.quiet)
+    except TrainingInterrupted as stop:
+        write_atomic(output, train_metrics_json(stop.metrics))
+        raise KeyboardInterrupt(
+            f"metrics of the {stop.metrics['steps']} steps done written to {output}"
+        ) from None
     print(
         f"{args.model} {args.norm} batch {args.batch_size}: test accuracy "
         f"{result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, train accuracy "
@@ -67,10 +128,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{result['steps']} steps in {result['seconds']:.1f} s"
         + (" (DIVERGED)" if result["diverged"] else "")
     )
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.output}")
+    write_atomic(output, train_metrics_json(result))
+    print(f"wrote {output}")
     return 0
+
+
+def train_metrics_json(metrics: dict) -> str:
+    """The metrics of `pnref.nn.train` as strict JSON, saying why any value is null.
+
+    A value that is not a finite number (NaN, +-inf) is written as ``null`` and named in
+    ``"null_reasons"`` with the reason: no training step finished, or the training diverged.
+    """
+    reasons = {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            if key == "train_loss" and metrics.get("steps") == 0:
+                reasons[key] = "not a number: no training step finished"
+            elif metrics.get("diverged"):
+                reasons[key] = f"{value} (not finite): the training diverged"
+            else:
+                reasons[key] = f"{value} (not finite)"
+    if reasons:
+        metrics = {**metrics, "null_reasons": reasons}
+    return dumps_strict_json(metrics, indent=2) + "\n"
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,9 +160,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         description="Train an MLP or a small CNN with SGD + momentum and a cosine schedule; "
         "print the final metrics and write them as JSON (docs/training.md).",
     )
-    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
-    p.add_argument("--norm", default="gn+pn",
-                   help="none, bn, ln, in, gn, ln+pn, gn+pn, ln+ws, gn+ws (default gn+pn)")
+    p.add_argument("--model", type=_choice(("cnn", "mlp")), choices=("cnn", "mlp"),
+                   default="cnn")
+    p.add_argument("--norm", type=_choice(TRAIN_NORMS), choices=TRAIN_NORMS, default="gn+pn",
+                   metavar="NORM", help=f"{', '.join(TRAIN_NORMS)}, any case (default gn+pn)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -95,11 +176,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="CNN stage channels or MLP hidden sizes (default 16 32)")
     p.add_argument("--groups", type=int, default=4, help="groups of gn (default 4)")
     p.add_argument("--residual", action="store_true", help="a residual block in each CNN stage")
-    p.add_argument("--backend", choices=("numpy", "numba"), default="numpy",
+    p.add_argument("--backend", type=_choice(BACKENDS), choices=BACKENDS, default="numpy",
                    help="implementation of the fused norm blocks")
-    p.add_argument("--dataset", choices=("digits", "synthetic"), default="digits",
-                   help="digits needs scikit-learn (pnref[data]); default digits")
-    p.add_argument("--output", default="train_metrics.json", help="JSON output")
+    p.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default="digits",
+                   help="digits needs scikit-learn: pip install 'pnref[data]' (default digits)")
+    p.add_argument("--output", default="train_metrics.json",
+                   help="JSON output, checked before training (default train_metrics.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -132,7 +214,7 @@ def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2")
     p.add_argument("--epochs", type=int, help="default 4")
     p.add_argument("--widths", type=int, nargs="+", help="CNN stage channels (default 16 32)")
-    p.add_argument("--dataset", choices=("digits", "synthetic"), default="digits")
+    p.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default="digits")
     p.add_argument("--out-dir", default="batch_size_results", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     p.set_defaults(func=_cmd_experiment_batch_size)
@@ -140,8 +222,7 @@ def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
 
 def _add_experiment_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="reproduce the paper's experiments")
-    p.set_defaults(func=lambda _args: p.print_help() or 0)
-    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
 
     power = experiments.add_parser(
         "power",
@@ -208,16 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    if not getattr(args, "func", None):  # `pnref` alone: the usage, like a group command
+        parser.print_usage(sys.stderr)
+        print("pnref: error: a command is required (pnref --help lists them)", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, OSError) as exc:  # its message, not a traceback
         print(f"pnref: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # commands save what they finished before this reaches here
-        print("\npnref: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # commands save what they finished before this
+        detail = str(stop)  # e.g. "metrics of the 40 steps done written to m.json"
+        print(f"\npnref: interrupted{': ' + detail if detail else ''}", file=sys.stderr)
         return 130
 
 

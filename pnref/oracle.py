@@ -82,7 +82,9 @@ def _sigmoid(x):
     return 1 / (1 + mp.exp(-x))
 
 
-def activation_functions(name: str, alpha=None) -> tuple[MpFunction, MpFunction, tuple]:
+def activation_functions(
+    name: str, alpha: float | None = None
+) -> tuple[MpFunction, MpFunction, tuple]:
     """``(f, df, kinks)`` in mpmath at the current working precision.
 
     ``df`` is the derivative away from the kinks (its value at a kink has measure zero
@@ -307,7 +309,9 @@ def moments(
         return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
 
 
-def moments_float(name: str, m: float, s: float, **kwargs) -> tuple[float, ...]:
+def moments_float(
+    name: str, m: float, s: float, **kwargs: int | bool | float | None
+) -> tuple[float, ...]:
     """`moments` rounded to float64 (same arguments)."""
     return tuple(float(v) for v in moments(name, m, s, **kwargs))
 

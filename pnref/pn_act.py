@@ -22,6 +22,7 @@ widest floating dtype of the arguments (see ``docs/architecture.md``).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref._validation import (
     as_float_array,
@@ -108,9 +109,9 @@ def _affine64(y64, gamma64, beta64, bshape):
 
 
 def act(
-    y,
-    gamma=None,
-    beta=None,
+    y: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     activation: str | Activation = "relu",
     axis: int = 1,
@@ -146,10 +147,10 @@ def act(
 
 
 def act_vjp(
-    dout,
-    y,
-    gamma=None,
-    beta=None,
+    dout: ArrayLike,
+    y: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     activation: str | Activation = "relu",
     axis: int = 1,
@@ -237,11 +238,11 @@ def _pn_act_forward64(y64, gamma64, beta64, gamma_tilde64, beta_tilde64, phi, ep
 
 
 def pn_act(
-    y,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    y: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     activation: str | Activation = "relu",
     eps: float = 0.03,
@@ -317,12 +318,12 @@ def pn_act(
 
 
 def pn_act_vjp(
-    dout,
-    y,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    dout: ArrayLike,
+    y: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     activation: str | Activation = "relu",
     eps: float = 0.03,

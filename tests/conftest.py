@@ -3,10 +3,16 @@
 Hypothesis runs derandomized under the ``ci`` profile (selected by HYPOTHESIS_PROFILE=ci,
 which .ci/run sets) so a CI failure is reproducible; locally the ``dev`` profile
 explores new examples on each run.
+
+Under CI (the environment variable ``CI`` set and not ``0``/``false``, as ``.ci/run`` runs it)
+a skipped test is a failure: CI installs every extra the tests use, so a skip there means a
+test that never runs (a missing extra, a data file not built) and would hide a regression.
+Locally a test that needs a missing extra still skips, with the extra named in its reason.
 """
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -42,3 +48,31 @@ def copy_golden_cases(directory, case_ids, *, seal=True):
         shutil.copy(bundled_suite_dir() / case["file"], directory / case["file"])
     write_manifest(directory, seal_manifest(manifest) if seal else manifest)
     return manifest
+
+
+def skips_are_failures() -> bool:
+    """True under CI: the ``CI`` environment variable is set to anything but ``0``/``false``."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _fail_if_skipped(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Turn a skip report into a failure that says why the test could not be skipped."""
+    if skips_are_failures() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped under CI ({reason}); CI must install every extra the tests use "
+            "(.ci/run), so no test may be skipped there"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_if_skipped(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_if_skipped(outcome.get_result())

@@ -37,6 +37,7 @@ LAYERS = {
     "pnref.demo": 6,
     "pnref.cli": 6,
     "pnref.__main__": 6,
+    "pnref.gradient_check": 5,
 }
 
 

@@ -1,4 +1,4 @@
-"""The demo runs in-process, prints one row per case and returns 0; it does catch a wrong VJP."""
+"""The demo runs in-process, prints the gradient check's rows and returns 0; a wrong VJP fails."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 
 import pnref
-from pnref.demo import DemoCase, check_case, demo_cases, run_demo
+from pnref.demo import run_demo
+from pnref.gradient_check import GradientCase, check_case, gradient_cases
 
 
 def test_run_demo_returns_zero_and_prints_every_case(capsys):
     assert run_demo() == 0
     out = capsys.readouterr().out
-    for case in demo_cases():
-        assert case.name in out
+    for case in gradient_cases():
+        assert case.op in out
     assert "FAIL" not in out
-    assert "all checks passed" in out
+    assert f"all checks passed: {len(gradient_cases())} cases" in out
 
 
 def test_check_case_flags_a_wrong_gradient():
@@ -28,7 +29,8 @@ def test_check_case_flags_a_wrong_gradient():
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 4))
-    case = DemoCase("wrong", pnref.layer_norm, wrong_vjp, (x, np.ones(3), np.zeros(3)))
+    case = GradientCase("layer_norm", "wrong", pnref.layer_norm, wrong_vjp,
+                        (x, np.ones(3), np.zeros(3)))
     result = check_case(case, np.random.default_rng(1))
     assert not result.passed
     assert result.fd_relative_error > 1e-3

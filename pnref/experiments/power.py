@@ -392,8 +392,8 @@ def run_power_experiment(
     ----------
     settings : PowerSettings, optional
         Defaults to ``PowerSettings()``.
-    norms : sequence of str, default `NORMS`
-        Which norms to run, each one of `NORMS`, no repeats.
+    norms : sequence of str, optional
+        Which norms to run, each one of `NORMS` (the default: all), no repeats.
     progress : text stream, optional
         Where to draw a progress bar (e.g. ``sys.stderr``); none when absent.
 

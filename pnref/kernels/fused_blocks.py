@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref import blocks_ref
 from pnref._validation import (
@@ -311,11 +312,11 @@ def _moments_vjp(dproxy_mean, dproxy_var, phi, gamma64, beta64, gamma_tilde64, b
 
 
 def norm_pn_act(
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -363,12 +364,12 @@ def norm_pn_act(
 
 
 def norm_pn_act_vjp(
-    dout,
-    x,
-    gamma,
-    beta,
-    gamma_tilde=None,
-    beta_tilde=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -473,9 +474,9 @@ def _act_setup(x, gamma, beta, norm, groups, norm_eps, activation, axis):
 
 
 def norm_act(
-    x,
-    gamma=None,
-    beta=None,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,
@@ -511,10 +512,10 @@ def norm_act(
 
 
 def norm_act_vjp(
-    dout,
-    x,
-    gamma=None,
-    beta=None,
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
     *,
     norm: str = "gn",
     groups: int | None = None,

@@ -27,6 +27,7 @@ import importlib
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pnref._validation import as_float_array, result_dtype
 from pnref.activations import Activation
@@ -161,7 +162,12 @@ def _prepare(activation, gamma, beta, gamma_tilde, beta_tilde, method, n, seed):
     return act, module, n, seed, params, shape, dtype
 
 
-def reduce_parameters(gamma, beta, gamma_tilde=None, beta_tilde=None):
+def reduce_parameters(
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The Normal(m, sigma^2) law of the proxy pre-activation, in float64.
 
     Parameters
@@ -208,16 +214,16 @@ def _reduce_checked(params: dict[str, np.ndarray | None], method: str):
 
 
 def proxy_moments(
-    activation,
-    gamma,
-    beta,
-    gamma_tilde=0,
-    beta_tilde=0,
+    activation: str | Activation,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = 0,
+    beta_tilde: ArrayLike | None = 0,
     *,
     method: str = "quantile",
     n: int | None = None,
     seed: int | None = None,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """Proxy mean and population variance of ``activation(gamma * Y + beta)`` per channel.
 
     Parameters
@@ -305,18 +311,18 @@ def _cotangent(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def proxy_moments_vjp(
-    dmean,
-    dvar,
-    activation,
-    gamma,
-    beta,
-    gamma_tilde=0,
-    beta_tilde=0,
+    dmean: ArrayLike | None,
+    dvar: ArrayLike | None,
+    activation: str | Activation,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    gamma_tilde: ArrayLike | None = 0,
+    beta_tilde: ArrayLike | None = 0,
     *,
     method: str = "quantile",
     n: int | None = None,
     seed: int | None = None,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Vector-Jacobian product of `proxy_moments`.
 
     Parameters

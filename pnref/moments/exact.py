@@ -20,6 +20,7 @@ import math
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import erf, erfcx, owens_t
 
 from pnref._validation import as_float_array, result_dtype
@@ -651,7 +652,9 @@ def _all_six(act, m, s, n, seed) -> tuple[tuple[np.ndarray, ...], np.dtype]:
     return out, dtype
 
 
-def moments(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, np.ndarray]:
+def moments(
+    act: Activation, m: ArrayLike, s: ArrayLike, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact proxy mean and variance of ``act`` under Z ~ Normal(m, s^2).
 
     Parameters
@@ -695,7 +698,9 @@ def moments(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, np.nd
     return out[0].astype(dtype, copy=False), out[1].astype(dtype, copy=False)
 
 
-def moments_with_derivatives(act: Activation, m, s, n=None, seed=None) -> tuple[np.ndarray, ...]:
+def moments_with_derivatives(
+    act: Activation, m: ArrayLike, s: ArrayLike, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Exact proxy mean and variance and their partial derivatives in m and s.
 
     Parameters and errors as `moments`.

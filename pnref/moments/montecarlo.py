@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 
+from pnref.activations import Activation
 from pnref.moments._sums import weighted_moments
 
 __all__ = ["DEFAULT_N", "DEFAULT_SEED", "draws", "moments", "moments_with_derivatives"]
@@ -44,7 +45,9 @@ def draws(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> np.ndarray:
     return _draws(int(n), int(seed))
 
 
-def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None):
+def moments(
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo estimate of the proxy mean and population variance.
 
     Parameters
@@ -73,8 +76,8 @@ def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int |
 
 
 def moments_with_derivatives(
-    act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
-):
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, ...]:
     """The Monte Carlo estimate and its exact derivatives (same draws).
 
     Returns

@@ -36,6 +36,7 @@ import math
 import numpy as np
 from scipy.special import expit
 
+from pnref.activations import Activation
 from pnref.moments._sums import weighted_moments
 
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
@@ -239,7 +240,9 @@ def _moments(act, m, s, n, derivatives):
     return tuple(outs)
 
 
-def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
+def moments(
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Proxy mean and population variance by split Gauss-Legendre quadrature.
 
     Parameters
@@ -267,7 +270,9 @@ def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
     return _moments(act, m, s, n, derivatives=False)
 
 
-def moments_with_derivatives(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
+def moments_with_derivatives(
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Quadrature moments and their derivatives in m and s (Stein's identities).
 
     Returns

@@ -17,6 +17,7 @@ import functools
 import numpy as np
 from scipy.special import erfinv
 
+from pnref.activations import Activation
 from pnref.moments._sums import weighted_moments
 
 __all__ = ["DEFAULT_N", "points", "moments", "moments_with_derivatives"]
@@ -69,7 +70,9 @@ def points(n: int = DEFAULT_N) -> np.ndarray:
     return _points(int(n))
 
 
-def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
+def moments(
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Official quantile estimate of the proxy mean and population variance.
 
     Parameters
@@ -97,7 +100,9 @@ def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
     return weighted_moments(act, m, s, u, None, derivatives=False)
 
 
-def moments_with_derivatives(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
+def moments_with_derivatives(
+    act: Activation, m: np.ndarray, s: np.ndarray, n: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, ...]:
     """The estimate and its exact derivatives with respect to m and s.
 
     Returns

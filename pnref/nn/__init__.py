@@ -9,15 +9,24 @@ from pnref.nn.data import Dataset, digits, iterate_minibatches, load_dataset, sy
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.norm_layer import NORMS
 from pnref.nn.optim import SGD, cosine_lr
-from pnref.nn.train import TrainConfig, evaluate, softmax_cross_entropy, train
+from pnref.nn.train import (
+    DIVERGENCE_FACTOR,
+    TrainConfig,
+    TrainingInterrupted,
+    evaluate,
+    softmax_cross_entropy,
+    train,
+)
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
     "CNN",
     "MLP",
     "NORMS",
     "SGD",
     "Dataset",
     "TrainConfig",
+    "TrainingInterrupted",
     "build_model",
     "cosine_lr",
     "digits",

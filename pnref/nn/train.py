@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import autograd
 import autograd.numpy as anp
@@ -17,7 +19,9 @@ from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
     "TrainConfig",
+    "TrainingInterrupted",
     "softmax_cross_entropy",
     "evaluate",
     "make_loss",
@@ -26,8 +30,32 @@ __all__ = [
 ]
 
 
-def softmax_cross_entropy(logits, labels: np.ndarray):
+#: Training stops as diverged when a step's loss is not finite or exceeds this multiple of the
+#: first step's loss. The first loss of a classifier at initialization is about log(classes)
+#: (2.3 for ten classes); a hundred times that means logits wrong by hundreds, from which SGD
+#: with a decaying learning rate does not come back in these small runs.
+DIVERGENCE_FACTOR = 100.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `train`: a KeyboardInterrupt that carries the metrics of the steps done.
+
+    Attributes
+    ----------
+    metrics : dict
+        What `train` returns, for the parameters reached, with ``"interrupted": True``.
+    """
+
+    def __init__(self, metrics: dict) -> None:
+        super().__init__("training interrupted")
+        self.metrics = metrics
+
+
+def softmax_cross_entropy(logits: Any, labels: np.ndarray) -> Any:
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``.
+
+    ``logits`` is an (N, classes) array, or autograd's traced stand-in for one while a
+    gradient is taken (hence ``Any``); the result is a scalar of the same kind.
 
     Equations
     ---------
@@ -78,7 +106,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-def make_loss(model: CNN | MLP, state_holder: dict):
+def make_loss(model: CNN | MLP, state_holder: dict) -> Callable[..., Any]:
     """``loss(params, x, y)`` in training mode; stores the new model state in ``state_holder``.
 
     The new state (batch-norm running statistics) is computed outside autograd's trace.
@@ -92,7 +120,7 @@ def make_loss(model: CNN | MLP, state_holder: dict):
     return loss
 
 
-def evaluate(model: CNN | MLP, params, state, x: np.ndarray, y: np.ndarray,
+def evaluate(model: CNN | MLP, params: dict, state: dict, x: np.ndarray, y: np.ndarray,
              batch_size: int = 256) -> dict[str, float]:
     """Loss and accuracy in evaluation mode (batch norm uses its running statistics)."""
     total_loss = 0.0
@@ -128,7 +156,15 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool = True) -> dict:
     dict
         ``config`` (as a dict), ``dataset``, ``train_loss`` (mean over the last epoch's
         steps), ``train_accuracy``, ``test_loss``, ``test_accuracy`` (evaluation mode),
-        ``steps``, ``seconds``, ``diverged`` (a non-finite loss stopped training early).
+        ``steps``, ``seconds``, ``diverged`` (training stopped early because a step's loss
+        was not finite or exceeded `DIVERGENCE_FACTOR` times the first step's loss),
+        ``interrupted`` (False here; see below).
+
+    Raises
+    ------
+    TrainingInterrupted
+        On Ctrl-C (KeyboardInterrupt) during the steps; its ``metrics`` are the same dict for
+        the steps done, with ``"interrupted": True``.
     """
     with single_threaded_blas():
         return _train(config, data, progress=progress)
@@ -154,31 +190,36 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
                       enabled=progress)
     start = time.perf_counter()
     step = 0
-    diverged = False
+    diverged = interrupted = False
+    first_loss = None
     epoch_losses: list[float] = []
-    for epoch in range(config.epochs):
-        epoch_losses = []
-        loss_sum = 0.0
-        for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
-                                          rng=rng):
-            loss, grads = value_and_grad(params, xb, yb)
-            if not np.isfinite(loss):
-                diverged = True
+    try:
+        for epoch in range(config.epochs):
+            epoch_losses = []
+            for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
+                                              rng=rng):
+                loss, grads = value_and_grad(params, xb, yb)
+                loss = float(loss)
+                first_loss = loss if first_loss is None else first_loss
+                if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
+                    diverged = True
+                    break
+                params = optimizer.step(params, grads, cosine_lr(step, total_steps, config.lr))
+                holder["state"] = holder["new_state"]
+                epoch_losses.append(loss)
+                step += 1
+                bar.update(1, f"epoch {epoch + 1}/{config.epochs} "
+                              f"mean loss {np.mean(epoch_losses):.4f}")
+            if diverged:
                 break
-            params = optimizer.step(params, grads, cosine_lr(step, total_steps, config.lr))
-            holder["state"] = holder["new_state"]
-            epoch_losses.append(float(loss))
-            loss_sum += float(loss)
-            step += 1
-            bar.update(1, f"epoch {epoch + 1}/{config.epochs} "
-                          f"mean loss {loss_sum / len(epoch_losses):.4f}")
-        if diverged:
-            break
-    bar.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     train_metrics = evaluate(model, params, holder["state"], data.x_train, data.y_train)
     test_metrics = evaluate(model, params, holder["state"], data.x_test, data.y_test)
-    return {
+    metrics = {
         "config": asdict(config),
         "dataset": data.name,
         "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
@@ -188,4 +229,8 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
         "steps": step,
         "seconds": seconds,
         "diverged": diverged,
+        "interrupted": interrupted,
     }
+    if interrupted:
+        raise TrainingInterrupted(metrics)
+    return metrics

@@ -174,7 +174,8 @@ def batch_norm_eval(
 
     Returns
     -------
-    y : ndarray, shape of ``x``, widest dtype of all array arguments
+    y : ndarray
+        Shape of ``x``, widest dtype of all array arguments.
 
     Equations
     ---------

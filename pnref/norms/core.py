@@ -68,9 +68,10 @@ def center(x: np.ndarray, axes: int | Sequence[int]) -> tuple[np.ndarray, np.nda
 
     Returns
     -------
-    centered : ndarray, float64, shape of ``x``
-        ``x - mean``.
-    mean : ndarray, float64, ``x.shape`` with the reduction axes set to 1
+    centered : ndarray
+        ``x - mean``, float64, shape of ``x``.
+    mean : ndarray
+        Float64, ``x.shape`` with the reduction axes set to 1.
 
     Equations
     ---------
@@ -127,9 +128,11 @@ def normalize(
 
     Returns
     -------
-    xhat : ndarray, float64, shape of ``x``
+    xhat : ndarray
+        Float64, shape of ``x``.
     mean : ndarray, float64, reduced axes kept with size 1
-    inv_std : ndarray, float64, same shape as ``mean``: ``1 / sqrt(var + eps)``
+    inv_std : ndarray
+        Float64, same shape as ``mean``: ``1 / sqrt(var + eps)``.
 
     Equations
     ---------
@@ -346,7 +349,8 @@ def grouped_norm(
 
     Returns
     -------
-    y : ndarray, shape and dtype of ``x`` (the widest dtype of ``x``, ``gamma``, ``beta``)
+    y : ndarray
+        Shape and dtype of ``x`` (the widest dtype of ``x``, ``gamma``, ``beta``).
 
     Equations
     ---------

@@ -62,7 +62,8 @@ def batch_norm(
 
     Returns
     -------
-    y : ndarray, shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``
+    y : ndarray
+        Shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``.
 
     Equations
     ---------
@@ -122,7 +123,8 @@ def instance_norm(
 
     Returns
     -------
-    y : ndarray, shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``
+    y : ndarray
+        Shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``.
 
     Equations
     ---------
@@ -181,7 +183,8 @@ def group_norm(
 
     Returns
     -------
-    y : ndarray, shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``
+    y : ndarray
+        Shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``.
 
     Equations
     ---------
@@ -255,7 +258,8 @@ def layer_norm(
 
     Returns
     -------
-    y : ndarray, shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``
+    y : ndarray
+        Shape of ``x``, widest dtype of ``x``, ``gamma``, ``beta``.
 
     Equations
     ---------

@@ -54,7 +54,8 @@ def weight_standardization(w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0)
     w : ndarray, at least 2-D
         A weight whose ``axis`` indexes output filters, e.g. (C_out, C_in, kh, kw) for a
         convolution or (C_out, C_in) for a dense layer.
-    eps : float, default ``WS_EPS = 1e-10``
+    eps : float, optional
+        Default ``WS_EPS = 1e-10``.
         Added to the population variance inside the square root, >= 0 (why this value: see the
         module docstring). With ``eps = 0`` a constant filter gives NaN.
     axis : int, default 0
@@ -62,7 +63,8 @@ def weight_standardization(w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0)
 
     Returns
     -------
-    w_hat : ndarray, shape and dtype of ``w``
+    w_hat : ndarray
+        Shape and dtype of ``w``.
 
     Equations
     ---------
