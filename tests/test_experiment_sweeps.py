@@ -138,7 +138,7 @@ def test_missing_extras_and_bad_out_dir_fail_before_any_work(tmp_path, monkeypat
 def test_progress_and_two_panel_figure(tmp_path, capsys, serial_rows):
     run_and_save(TINY, tmp_path, plot=True, progress=True, jobs=1)
     err = capsys.readouterr().err
-    assert "2/2" in err and "ETA" in err  # runs done of total, elapsed and estimate
+    assert "4/4" in err and "ETA" in err  # runs done of total, elapsed and estimate
     figure = tmp_path / "batch_size.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     relative = batch_size._relative_to_bn(serial_rows)

@@ -466,8 +466,8 @@ def plot_accuracy(rows: list[dict], path: str | Path) -> None:
             draw(axes[1], relative, norm)
         axes[1].set_ylabel("test accuracy minus BN's, same seed (points)")
         far = [n for n in norms if n != "bn" and n not in close]
-        axes[1].set_title("Relative to BN (zoom)" + (f"; off the scale: {', '.join(far)}"
-                                                     if far else ""))
+        axes[1].set_title("Minus BN, seed by seed (zoom); band = min to max"
+                          + (f"\noff this scale: {', '.join(far)}" if far else ""))
         axes[1].legend(ncol=2, fontsize=8)
     for ax in axes:
         ax.set_xscale("log", base=2)
