@@ -177,3 +177,14 @@ def test_sigint_to_parallel_sweep_keeps_every_finished_run(tmp_path):
     assert 1 <= len(rows) < 36
     assert len({(r["norm"], r["seed"]) for r in rows}) == len(rows)
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_each_run_uses_one_blas_and_one_numba_thread():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    before = numba.get_num_threads()
+    with batch_size.one_thread_per_run():
+        assert numba.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert numba.get_num_threads() == before  # restored for whatever runs next

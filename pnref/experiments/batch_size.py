@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -572,6 +573,9 @@ def run_and_save(settings: BatchSizeSettings, out_dir: str | Path, *, plot: bool
         if pool is not None:
             _stop_process_pool(pool)
         raise
+    except BrokenProcessPool as exc:  # a worker killed from outside (out of memory, kill)
+        raise CommandError(f"a worker process died ({exc}); the finished runs are in "
+                           f"{csv_path}: run again with --resume to continue") from None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
