@@ -84,7 +84,7 @@ def test_table_and_titles_give_mean_spread_and_names():
     title = power._panel_title("BN", result.shares[0, :, -1])
     for name in ("channel constant", "instance-mean var.", "within-instance"):
         assert name in title
-    assert f"{last.mean():.1f}±{last.std():.1f}" in title
+    assert f"instance-mean var. {last.mean():.1f} ± {last.std():.1f}" in title
 
 
 CLI_TINY = ["experiment", "power", "--width", "8", "--depth", "3", "--image-size", "8",

@@ -604,10 +604,10 @@ def last_layer_table(result: PowerResult) -> str:
 def _panel_title(norm: str, last: np.ndarray) -> str:
     """``norm``, then the last layer's three shares by name, mean +- std over runs (percent)."""
     mean, spread = 100 * last.mean(axis=0), 100 * last.std(axis=0)
-    named = [f"{name} {m:.1f}±{d:.1f}" for name, m, d in
+    named = [f"{name} {m:.1f} ± {d:.1f}" for name, m, d in
              zip(("channel constant", "instance-mean var.", "within-instance"), mean, spread,
                  strict=True)]
-    return f"{norm}, last layer (%):\n{named[0]} · {named[1]}\n{named[2]}"
+    return "\n".join([f"{norm}: last layer (%)", *named])
 
 
 def plot_power(result: PowerResult, path: str | Path) -> Path:
@@ -630,7 +630,7 @@ def plot_power(result: PowerResult, path: str | Path) -> Path:
     panels = len(result.norms)
     columns = min(4, panels + 1)
     rows = -(-(panels + 1) // columns)  # one spare cell for the legend
-    fig = Figure(figsize=(3.4 * columns, 3.3 * rows), layout="constrained")
+    fig = Figure(figsize=(3.4 * columns, 3.7 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False, sharey=True).ravel()
     layers = np.arange(1, result.shares.shape[2] + 1)
     colors = ("#d62728", "#1f77b4", "#bcbd22")
