@@ -130,8 +130,10 @@ def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
     p = experiments.add_parser(
         "batch-size",
         help="test accuracy against batch size for each norm (small CNN, digits)",
-        description="Each norm x batch sizes x seeds trains the small CNN; writes a CSV, a "
-        "Markdown table and a PNG plot (docs/training.md).",
+        description="Each norm x batch sizes x seeds trains the small CNN, several at once in "
+        "worker processes (--jobs); each finished run is appended to the CSV (--resume "
+        "continues an interrupted sweep); then a Markdown table and a PNG plot "
+        "(docs/training.md, docs/experiments.md).",
     )
     p.add_argument("--norms", help="comma-separated subset of none,bn,ln,in,gn,ln+pn,gn+pn,"
                    "ln+ws,gn+ws, any case (default all nine)")
