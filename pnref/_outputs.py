@@ -101,6 +101,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode) as handle:
             handle.write(data)
+        os.chmod(tmp_name, _file_mode(path))  # mkstemp makes 0600 whatever the umask
         os.replace(tmp_name, path)
         return path
     except OSError as exc:
@@ -113,6 +114,16 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         raise CommandError(
             f"could not write {path}: {reason}; the results were saved to {rescue}"
         ) from None
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits ``path`` keeps (if it exists) or gets from the umask (if new)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def require_extra(package: str, extra: str, command: str, *, module: str | None = None) -> None:

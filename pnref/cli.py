@@ -77,19 +77,16 @@ def _cmd_check_gradients(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment_power(args: argparse.Namespace) -> int:
-    from pnref.experiments.power import PowerSettings, run_and_save
+    from pnref.experiments.power import NORMS, PowerSettings, run_and_save
 
     given = {
         name: getattr(args, name)
-        for name in ("width", "depth", "image_size", "inputs", "groups", "seed")
+        for name in ("width", "depth", "image_size", "inputs", "groups", "seed", "runs")
         if getattr(args, name) is not None
     }
-    from pnref.experiments.power import NORMS
-
-    norms = _choice_list(args.norms, NORMS, "--norms") if args.norms else None
     run_and_save(
-        PowerSettings(**given),
-        norms,
+        PowerSettings(input_kind=args.input, **given),
+        _choice_list(args.norms, NORMS, "--norms") if args.norms else None,
         args.csv,
         None if args.no_figure else args.figure,
     )
@@ -188,17 +185,22 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_experiment_batch_size(args: argparse.Namespace) -> int:
     from pnref.experiments.batch_size import BatchSizeSettings, run_and_save
+    from pnref.nn import NORMS
 
-    given = {}
-    if args.norms:
-        given["norms"] = tuple(n.strip() for n in args.norms.split(","))
+    given: dict = {}
+    norms = _choice_list(args.norms, NORMS, "--norms") if args.norms else None
+    if norms:
+        given["norms"] = tuple(norms)
     for name in ("batch_sizes", "seeds", "widths"):
         if getattr(args, name):
             given[name] = tuple(getattr(args, name))
     if args.epochs is not None:
         given["epochs"] = args.epochs
+    if args.jobs is not None and args.jobs < 1:
+        raise CommandError(f"--jobs {args.jobs}: must be at least 1")
     run_and_save(BatchSizeSettings(dataset=args.dataset, **given), args.out_dir,
-                 plot=not args.no_plot)
+                 plot=not args.no_plot, jobs=args.jobs, resume=args.resume,
+                 overwrite=args.overwrite)
     return 0
 
 
@@ -206,17 +208,27 @@ def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
     p = experiments.add_parser(
         "batch-size",
         help="test accuracy against batch size for each norm (small CNN, digits)",
-        description="Each norm x batch sizes x seeds trains the small CNN; writes a CSV, a "
-        "Markdown table and a PNG plot (docs/training.md).",
+        description="Each norm x batch sizes x seeds trains the small CNN, several at once in "
+        "worker processes (--jobs); each finished run is appended to the CSV (--resume "
+        "continues an interrupted sweep); then a Markdown table and a PNG plot "
+        "(docs/training.md, docs/experiments.md).",
     )
-    p.add_argument("--norms", help="comma-separated subset of the norms (default all nine)")
+    p.add_argument("--norms", help="comma-separated subset of none,bn,ln,in,gn,ln+pn,gn+pn,"
+                   "ln+ws,gn+ws, any case (default all nine)")
     p.add_argument("--batch-sizes", type=int, nargs="+", help="default 2 4 16 64")
     p.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2")
     p.add_argument("--epochs", type=int, help="default 4")
     p.add_argument("--widths", type=int, nargs="+", help="CNN stage channels (default 16 32)")
-    p.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default="digits")
+    p.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default="digits",
+                   help="digits needs scikit-learn (pnref[data]); default digits")
     p.add_argument("--out-dir", default="batch_size_results", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    p.add_argument("--jobs", type=int,
+                   help="trainings run at once, in worker processes (default: every core)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in OUT_DIR/batch_size.csv, run the rest")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if OUT_DIR/batch_size.csv holds finished runs")
     p.set_defaults(func=_cmd_experiment_batch_size)
 
 
@@ -229,16 +241,24 @@ def _add_experiment_parser(sub: argparse._SubParsersAction) -> None:
         help="power plots: where the power of the normalized pre-activations goes with depth",
         description="Random ReLU network with circular 3x3 convolutions; for each norm and "
         "layer, the shares of the channel-wise constant part, the instance-mean variability "
-        "and the within-instance variation (docs/experiments.md).",
+        "and the within-instance variation, averaged over runs with fresh weights and inputs "
+        "(docs/experiments.md).",
     )
     power.add_argument("--width", type=int, help="channels at every layer (default 128)")
     power.add_argument("--depth", type=int, help="number of layers (default 50)")
     power.add_argument("--image-size", type=int, help="image height and width (default 16)")
-    power.add_argument("--inputs", type=int, help="number of noise images (default 64)")
+    power.add_argument("--input", choices=("photos", "digits", "noise"), default="photos",
+                       type=str.lower,
+                       help="input images: crops of scikit-learn's two photos, the digits "
+                       "upscaled (both need pnref[data]), or Gaussian noise (default photos)")
+    power.add_argument("--inputs", type=int, help="number of input images (default 64)")
+    power.add_argument("--runs", type=int,
+                       help="runs averaged, each with fresh weights and inputs (default 3)")
     power.add_argument("--groups", type=int, help="groups of GN and GN+PN (default 4)")
     power.add_argument("--seed", type=int, help="seed of the random draw (default 0)")
     power.add_argument(
-        "--norms", help="comma-separated subset of BN,IN,LN,GN,LN+PN,GN+PN,LN+WS (default all)"
+        "--norms",
+        help="comma-separated subset of BN,IN,LN,GN,LN+PN,GN+PN,LN+WS, any case (default all)"
     )
     power.add_argument("--csv", default="power.csv", help="CSV output (default power.csv)")
     power.add_argument("--figure", default="power.png", help="PNG output (default power.png)")

@@ -65,7 +65,7 @@ def test_cli_batch_size_command(tmp_path, capsys):
 
     code = main(["experiment", "batch-size", "--dataset", "synthetic", "--norms", "ln,gn+pn",
                  "--batch-sizes", "32", "--seeds", "0", "--epochs", "1", "--widths", "4", "4",
-                 "--no-plot", "--out-dir", str(tmp_path)])
+                 "--no-plot", "--jobs", "1", "--out-dir", str(tmp_path)])
     assert code == 0
     with open(tmp_path / "batch_size.csv") as f:
         assert [r["norm"] for r in csv.DictReader(f)] == ["ln", "gn+pn"]

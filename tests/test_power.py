@@ -25,7 +25,8 @@ from pnref.experiments.power import (
     write_csv,
 )
 
-TINY = PowerSettings(width=16, depth=6, image_size=8, inputs=8, groups=4, seed=3)
+TINY = PowerSettings(width=16, depth=6, image_size=8, inputs=8, groups=4, seed=3,
+                     input_kind="noise", runs=1)
 
 
 def _naive_circular_conv(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -167,7 +168,7 @@ def tiny_result():
 
 
 def test_batch_norm_has_no_channel_constant_part(tiny_result):
-    bn = tiny_result.shares[tiny_result.norms.index("BN")]
+    bn = tiny_result.mean_shares()[tiny_result.norms.index("BN")]
     # BN subtracts the mean over inputs and positions, so E_x mu_c = 0 up to float64 rounding
     # (~1e-16); its square, the channel-wise constant part, is ~1e-32, far below 1e-20.
     assert np.all(bn[:, 0] < 1e-20)
@@ -175,7 +176,7 @@ def test_batch_norm_has_no_channel_constant_part(tiny_result):
 
 
 def test_instance_norm_has_no_instance_mean_part(tiny_result):
-    instance = tiny_result.shares[tiny_result.norms.index("IN")]
+    instance = tiny_result.mean_shares()[tiny_result.norms.index("IN")]
     # IN makes every mu_c(x) = 0 up to rounding: both mean-based parts are ~1e-32.
     assert np.all(instance[:, 0] < 1e-20)
     assert np.all(instance[:, 1] < 1e-20)
@@ -184,10 +185,10 @@ def test_instance_norm_has_no_instance_mean_part(tiny_result):
 
 
 def test_every_layer_shares_sum_to_one(tiny_result):
-    assert tiny_result.shares.shape == (len(NORMS), TINY.depth, 3)
+    assert tiny_result.shares.shape == (len(NORMS), TINY.runs, TINY.depth, 3)
     assert np.all(tiny_result.shares >= 0)
     # Shares of an exact three-term identity: rounding only.
-    np.testing.assert_allclose(tiny_result.shares.sum(axis=2), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(tiny_result.shares.sum(axis=-1), 1.0, rtol=1e-12)
     # Every norm here standardizes over at least a channel or group: total power ~1
     # (var / (var + eps) with eps = 1e-5, and layer-wide norms spread it unevenly over channels).
     np.testing.assert_allclose(tiny_result.total_power, 1.0, rtol=1e-3)
@@ -196,7 +197,7 @@ def test_every_layer_shares_sum_to_one(tiny_result):
 def test_layer_norm_collapse_and_proxy_norm_fix(tiny_result):
     # The paper's qualitative claim on a fixed draw: LN's channel-wise constant share at the last
     # layer is large and PN removes most of it. Deterministic (seeded); margins are wide.
-    last = {norm: tiny_result.shares[k, -1] for k, norm in enumerate(tiny_result.norms)}
+    last = {norm: tiny_result.mean_shares()[k, -1] for k, norm in enumerate(tiny_result.norms)}
     assert last["LN"][0] > 0.2
     assert last["LN+PN"][0] < 0.25 * last["LN"][0]
     assert last["GN+PN"][0] < 0.25 * last["GN"][0]
@@ -217,13 +218,15 @@ def test_csv_has_every_share_per_norm_and_layer(tmp_path, tiny_result):
     path = write_csv(tiny_result, tmp_path / "power.csv")
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["norm", "layer", *PART_NAMES, "total_power"]
-    assert len(rows) == len(NORMS) * TINY.depth
+    assert list(rows[0]) == ["input", "norm", "run", "layer", *PART_NAMES, "total_power"]
+    assert len(rows) == len(NORMS) * TINY.runs * TINY.depth
     for row in rows:
         k, layer = tiny_result.norms.index(row["norm"]), int(row["layer"]) - 1
         written = [float(row[name]) for name in PART_NAMES]
         # Written with 9 significant digits.
-        np.testing.assert_allclose(written, tiny_result.shares[k, layer], rtol=1e-8, atol=1e-30)
+        np.testing.assert_allclose(written, tiny_result.shares[k, int(row["run"]), layer],
+                                   rtol=1e-8, atol=1e-30)
+        assert row["input"] == "noise"
 
 
 def test_last_layer_table_lists_percentages(tiny_result):
@@ -233,8 +236,9 @@ def test_last_layer_table_lists_percentages(tiny_result):
     assert len(lines) == 2 + len(NORMS)
     in_row = lines[2 + tiny_result.norms.index("IN")].split("|")
     assert in_row[1].strip() == "IN"
-    # IN's within-instance share is 1 up to rounding: printed as 100 with 3 significant digits.
-    assert in_row[4].strip() == "100"
+    # IN's within-instance share is 1 up to rounding: printed as 100 with 3 significant digits,
+    # and one run has no spread.
+    assert in_row[4].strip() == "100 +- 0"
 
 
 def test_settings_and_norm_names_are_validated():
@@ -258,7 +262,7 @@ def test_cli_writes_csv_without_matplotlib(tmp_path, capsys):
     out = tmp_path / "p.csv"
     code = main(["experiment", "power", "--width", "8", "--depth", "2", "--image-size", "4",
                  "--inputs", "3", "--groups", "2", "--norms", "BN,LN+PN", "--csv", str(out),
-                 "--no-figure"])
+                 "--no-figure", "--input", "noise", "--runs", "1"])
     assert code == 0
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -299,4 +303,4 @@ def test_cli_help_states_the_real_defaults():
     }
     defaults = PowerSettings()
     assert stated == {name: getattr(defaults, name) for name in stated}
-    assert set(stated) == {"width", "depth", "image_size", "inputs", "groups", "seed"}
+    assert set(stated) == {"width", "depth", "image_size", "inputs", "groups", "seed", "runs"}
