@@ -10,9 +10,9 @@ gradients autograd asks for.
 from __future__ import annotations
 
 import numpy as np
-from autograd.extend import defvjp_argnums, primitive
 
 from pnref._validation import as_float_array
+from pnref.autograd_ops import make_primitive_with_residuals
 
 __all__ = ["conv2d", "conv2d_vjp"]
 
@@ -34,37 +34,33 @@ def _check_conv_args(x, weight) -> tuple[np.ndarray, np.ndarray]:
     return x, weight
 
 
-def _padded(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    """``x`` with ``ph`` rows and ``pw`` columns of zeros on each side (one allocation)."""
-    n, c, h, w = x.shape
-    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    padded[:, :, ph : ph + h, pw : pw + w] = x
-    return padded
-
-
 def _columns(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
     """The im2col matrix, shape (C * KH * KW, N * H * W), C-contiguous.
 
-    Row ``(c, a, b)``, column ``(n, i, j)`` holds ``xpad[n, c, i + a, j + b]``: the windows
-    are a strided view of the padded input (no copy), made contiguous by one copy.
+    Row ``(c, a, b)``, column ``(n, i, j)`` holds ``xpad[n, c, i + a, j + b]`` (written by
+    the Numba loop `pnref.kernels._im2col.im2col`, imported on first use).
     """
+    from pnref.kernels._im2col import im2col
+
     n, c, h, w = x.shape
-    padded = _padded(x, kh // 2, kw // 2)
-    s_n, s_c, s_h, s_w = padded.strides
-    windows = np.lib.stride_tricks.as_strided(
-        padded, (c, kh, kw, n, h, w), (s_c, s_h, s_w, s_n, s_h, s_w), writeable=False)
-    return windows.reshape(c * kh * kw, n * h * w)
+    columns = np.empty((c * kh * kw, n * h * w), dtype=x.dtype)
+    im2col(np.ascontiguousarray(x), kh, kw, columns)
+    return columns
+
+
+def _correlate_columns(columns: np.ndarray, weight: np.ndarray, n: int, h: int,
+                       w: int) -> np.ndarray:
+    """The correlation from the im2col matrix: (O, C KH KW) @ (C KH KW, N H W), one GEMM,
+    then one copy from (O, N, H, W) to (N, O, H, W)."""
+    o = weight.shape[0]
+    out = weight.reshape(o, -1) @ columns
+    return np.ascontiguousarray(out.reshape(o, n, h, w).transpose(1, 0, 2, 3))
 
 
 def _correlate(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``out[n, o] = sum_{c, a, b} weight[o, c, a, b] xpad[n, c, i + a, j + b]`` as one GEMM.
-
-    (O, C KH KW) @ (C KH KW, N H W), then one copy from (O, N, H, W) to (N, O, H, W).
-    """
+    """``out[n, o] = sum_{c, a, b} weight[o, c, a, b] xpad[n, c, i + a, j + b]``."""
     n, _, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    out = weight.reshape(o, -1) @ _columns(x, kh, kw)
-    return np.ascontiguousarray(out.reshape(o, n, h, w).transpose(1, 0, 2, 3))
+    return _correlate_columns(_columns(x, *weight.shape[2:]), weight, n, h, w)
 
 
 def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -86,12 +82,15 @@ def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     out[n, o, i, j] = sum_{c, a, b} weight[o, c, a, b] * xpad[n, c, i + a, j + b],
     with xpad the input padded by KH // 2 and KW // 2 zeros on each side.
     """
+    return _conv2d_saving(x, weight)[0]
+
+
+def _conv2d_saving(x, weight) -> tuple[np.ndarray, tuple]:
+    """`_conv2d_forward` and what the backward pass reuses: (x, weight, im2col of x)."""
     x, weight = _check_conv_args(x, weight)
-    return _correlate(x, weight)
-
-
-#: The autograd primitive (docstring of `_conv2d_forward`); backward: `conv2d_vjp`.
-conv2d = primitive(_conv2d_forward)
+    n, _, h, w = x.shape
+    columns = _columns(x, *weight.shape[2:])
+    return _correlate_columns(columns, weight, n, h, w), (x, weight, columns)
 
 
 def _input_gradient(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -105,11 +104,11 @@ def _input_gradient(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return _correlate(dout, flipped)
 
 
-def _weight_gradient(dout: np.ndarray, x: np.ndarray, kh: int, kw: int) -> np.ndarray:
-    """dweight (O, C, KH, KW): (O, N H W) @ (N H W, C KH KW), one GEMM."""
+def _weight_gradient(dout: np.ndarray, columns: np.ndarray, weight_shape) -> np.ndarray:
+    """dweight (O, C, KH, KW): (O, N H W) @ (N H W, C KH KW), one GEMM on the im2col of x."""
     o = dout.shape[1]
     dout_rows = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(o, -1)
-    return (dout_rows @ _columns(x, kh, kw).T).reshape(o, x.shape[1], kh, kw)
+    return (dout_rows @ columns.T).reshape(weight_shape)
 
 
 def _check_cotangent(dout, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -142,30 +141,24 @@ def conv2d_vjp(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.
     (the second is the adjoint of the "same" correlation: a "same" correlation with the
     flipped, transposed filters).
     """
-    x, weight = _check_conv_args(x, weight)
+    return _conv2d_vjp_saved(dout, _conv2d_saving(x, weight)[1], (0, 1))
+
+
+def _conv2d_vjp_saved(dout, saved: tuple, positions: tuple[int, ...]) -> tuple:
+    """The gradients with respect to ``positions`` (0: x, 1: weight) only."""
+    x, weight, columns = saved
     dout = _check_cotangent(dout, x, weight)
-    kh, kw = weight.shape[2:]
-    dx = _input_gradient(dout, weight)
-    dweight = _weight_gradient(dout, x, kh, kw)
-    return dx.astype(x.dtype, copy=False), dweight.astype(weight.dtype, copy=False)
+    grads = []
+    for position in positions:
+        if position == 0:
+            grads.append(_input_gradient(dout, weight).astype(x.dtype, copy=False))
+        else:
+            dweight = _weight_gradient(dout, columns, weight.shape)
+            grads.append(dweight.astype(weight.dtype, copy=False))
+    return tuple(grads)
 
 
-def _conv2d_vjp_maker(argnums, ans, args, kwargs):
-    """Only the gradients autograd asks for (the input images of a network need none)."""
-    x, weight = args
-
-    def vjp(g):
-        g = _check_cotangent(g, x, weight)
-        grads = []
-        for i in argnums:
-            if i == 0:
-                grads.append(_input_gradient(g, weight).astype(x.dtype, copy=False))
-            else:
-                kh, kw = weight.shape[2:]
-                grads.append(_weight_gradient(g, x, kh, kw).astype(weight.dtype, copy=False))
-        return tuple(grads)
-
-    return vjp
-
-
-defvjp_argnums(conv2d, _conv2d_vjp_maker)
+#: The autograd primitive (docstring of `_conv2d_forward`); backward: `conv2d_vjp`, reusing
+#: the forward's im2col matrix and computing only the gradients autograd asks for.
+conv2d = make_primitive_with_residuals(_conv2d_saving, _conv2d_vjp_saved, conv2d_vjp, (0, 1))
+conv2d.__doc__ = _conv2d_forward.__doc__

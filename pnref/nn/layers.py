@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import autograd.numpy as anp
 import numpy as np
+from autograd.extend import defvjp, primitive
 
 from pnref.nn.conv import conv2d
 
@@ -58,16 +59,58 @@ def avg_pool2d(x, size: int = 2):
     return anp.mean(_pool_windows(x, size), axis=(3, 5))
 
 
+def _window_max(x: np.ndarray, size: int) -> np.ndarray:
+    """Forward of `max_pool2d` on a plain array: elementwise maxima of the window's offsets."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    h, w = x.shape[2:]
+    if h % size or w % size:
+        raise ValueError(f"pooling size {size} must divide the spatial shape {(h, w)}")
+    out = x[:, :, ::size, ::size].copy()
+    for a in range(size):
+        for b in range(size):
+            if a or b:
+                np.maximum(out, x[:, :, a::size, b::size], out=out)
+    return out
+
+
+_window_max_primitive = primitive(_window_max)
+
+
+def _window_max_vjp(ans, x, size):
+    """The gradient goes to the window's maxima, shared equally among ties.
+
+    ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, so both agree bit
+    for bit).
+    """
+
+    def vjp(g):
+        spread = np.repeat(np.repeat(ans, size, axis=2), size, axis=3)
+        is_max = x == spread
+        n, c, h, w = x.shape
+        ties = is_max.reshape(n, c, h // size, size, w // size, size).sum(
+            axis=(3, 5), keepdims=True)
+        g_spread = np.repeat(np.repeat(g, size, axis=2), size, axis=3)
+        shared = (g_spread * is_max).reshape(ties.shape[:3] + (size,) + ties.shape[4:5] + (size,))
+        return (shared / ties).reshape(x.shape)
+
+    return vjp
+
+
+defvjp(_window_max_primitive, _window_max_vjp)
+
+
 def max_pool2d(x, size: int = 2):
     """Maximum over non-overlapping ``size x size`` windows (stride = size).
 
-    The gradient goes to the maximum of each window (autograd shares it equally among ties).
+    One autograd primitive with a hand VJP: the gradient goes to the maximum of each window,
+    shared equally among ties (as autograd does for ``numpy.max``).
 
     Equations
     ---------
     out[n, c, i, j] = max_{a, b < size} x[n, c, size i + a, size j + b]
     """
-    return anp.max(_pool_windows(x, size), axis=(3, 5))
+    return _window_max_primitive(x, size)
 
 
 def global_avg_pool(x):
