@@ -191,6 +191,9 @@ def _threads_for(elements: int) -> Iterator[None]:
         yield
         return
     previous = numba.get_num_threads()
+    if previous == 1:  # nothing to change (and the two calls would cost as much as the kernel)
+        yield
+        return
     numba.set_num_threads(1)
     try:
         yield

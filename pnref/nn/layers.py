@@ -20,6 +20,7 @@ __all__ = [
     "global_avg_pool",
     "flatten",
     "he_normal",
+    "softmax_cross_entropy",
 ]
 
 
@@ -80,19 +81,20 @@ _window_max_primitive = primitive(_window_max)
 def _window_max_vjp(ans, x, size):
     """The gradient goes to the window's maxima, shared equally among ties.
 
-    ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, so both agree bit
-    for bit).
+    ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, the same operations
+    in the same order, so both agree bit for bit), one window offset at a time.
     """
 
     def vjp(g):
-        spread = np.repeat(np.repeat(ans, size, axis=2), size, axis=3)
-        is_max = x == spread
-        n, c, h, w = x.shape
-        ties = is_max.reshape(n, c, h // size, size, w // size, size).sum(
-            axis=(3, 5), keepdims=True)
-        g_spread = np.repeat(np.repeat(g, size, axis=2), size, axis=3)
-        shared = (g_spread * is_max).reshape(ties.shape[:3] + (size,) + ties.shape[4:5] + (size,))
-        return (shared / ties).reshape(x.shape)
+        offsets = [(a, b) for a in range(size) for b in range(size)]
+        is_max = [x[:, :, a::size, b::size] == ans for a, b in offsets]
+        ties = np.zeros(ans.shape)
+        for mask in is_max:
+            ties += mask
+        dx = np.empty(x.shape, dtype=np.result_type(g, x))
+        for (a, b), mask in zip(offsets, is_max, strict=True):
+            dx[:, :, a::size, b::size] = (g * mask) / ties
+        return dx
 
     return vjp
 
@@ -111,6 +113,44 @@ def max_pool2d(x, size: int = 2):
     out[n, c, i, j] = max_{a, b < size} x[n, c, size i + a, size j + b]
     """
     return _window_max_primitive(x, size)
+
+
+def _cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    return np.mean(log_norm - shifted[np.arange(len(labels)), labels])
+
+
+def _cross_entropy_vjp(ans, logits, labels):
+    def vjp(g):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(shifted)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities[np.arange(len(labels)), labels] -= 1.0
+        return g * probabilities / len(labels)
+
+    return vjp
+
+
+_cross_entropy = primitive(_cross_entropy_forward)
+defvjp(_cross_entropy, _cross_entropy_vjp)
+
+
+def softmax_cross_entropy(logits, labels: np.ndarray):
+    """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``, one primitive.
+
+    The log-sum-exp is taken after subtracting each row's maximum (no overflow).
+
+    Equations
+    ---------
+    loss = mean_i [ logsumexp(logits_i) - logits_i[labels_i] ]
+    dlogits_i = g (softmax(logits_i) - onehot(labels_i)) / N
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != logits.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({logits.shape[0]},) to match logits, got {labels.shape}")
+    return _cross_entropy(logits, labels)
 
 
 def global_avg_pool(x):

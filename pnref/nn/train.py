@@ -7,11 +7,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import autograd
-import autograd.numpy as anp
 import numpy as np
-from autograd.scipy.special import logsumexp
 
 from pnref._progress import ProgressBar
+from pnref.nn import layers
 from pnref.nn.data import Dataset, iterate_minibatches
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
@@ -29,12 +28,13 @@ __all__ = [
 def softmax_cross_entropy(logits, labels: np.ndarray):
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``.
 
+    One autograd primitive with its hand VJP (`pnref.nn.layers.softmax_cross_entropy`).
+
     Equations
     ---------
     loss = mean_i [ logsumexp(logits_i) - logits_i[labels_i] ]
     """
-    picked = logits[np.arange(len(labels)), labels]
-    return anp.mean(logsumexp(logits, axis=1) - picked)
+    return layers.softmax_cross_entropy(logits, labels)
 
 
 @dataclass(frozen=True)
