@@ -29,22 +29,26 @@ from pnref.nn import CNN, softmax_cross_entropy
 from pnref.nn.train import single_threaded_blas
 
 
-def _interleaved_medians(steps: dict, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds of each step, timed in interleaved rounds (one call of each per round).
+def _interleaved_medians(steps: dict, warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall-clock and CPU seconds of each step, in interleaved rounds.
 
-    On a shared machine the load drifts during a run; interleaving exposes every contender
-    to the same drift, so their ratio stays meaningful even when the absolute times do not.
+    One call of each step per round: on a shared machine the load drifts during a run, and
+    interleaving exposes every contender to the same drift. Every contender runs on the
+    calling thread alone, so its CPU time (``time.thread_time``) leaves out the time spent
+    waiting for a core, which the wall-clock time of a busy machine includes.
     """
     for step in steps.values():
         for _ in range(warmup):
             step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append((time.perf_counter() - start, time.thread_time() - start_cpu))
+    return {name: (statistics.median(t[0] for t in values),
+                   statistics.median(t[1] for t in values))
+            for name, values in times.items()}
 
 
 def pnref_step(model: CNN, params, state, x, y):
@@ -140,15 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"one training step, CNN widths {args.widths}, norm {args.norm}, batch "
           f"{args.batch_size}, {args.image_size}x{args.image_size} images, float64, one thread; "
           f"median of {args.repeats} interleaved rounds; load average {os.getloadavg()[0]:.1f}")
-    for name, seconds in results.items():
-        print(f"  {name:34s} {1e3 * seconds:8.2f} ms")
+    print(f"  {'':34s} {'wall ms':>9s} {'CPU ms':>9s}")
+    for name, (seconds, cpu_seconds) in results.items():
+        print(f"  {name:34s} {1e3 * seconds:9.2f} {1e3 * cpu_seconds:9.2f}")
     if torch is None:
         print("  PyTorch is not installed (pip install 'pnref[torch]'): no ratio")
     else:
-        reference = results["PyTorch CPU (float64, 1 thread)"]
-        for name, seconds in results.items():
+        reference, reference_cpu = results["PyTorch CPU (float64, 1 thread)"]
+        for name, (seconds, cpu_seconds) in results.items():
             if name.startswith("pnref"):
-                print(f"  ratio {name} / PyTorch: {seconds / reference:.2f}")
+                print(f"  ratio {name} / PyTorch: wall {seconds / reference:.2f}, "
+                      f"CPU {cpu_seconds / reference_cpu:.2f}")
 
 
 if __name__ == "__main__":
