@@ -24,8 +24,21 @@ __all__ = [
 ]
 
 
+def _affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ weight + bias
+
+
+_affine_primitive = primitive(_affine)
+defvjp(
+    _affine_primitive,
+    lambda ans, x, weight, bias: lambda g: g @ weight.T,
+    lambda ans, x, weight, bias: lambda g: x.T @ g,
+    lambda ans, x, weight, bias: lambda g: g.sum(axis=0),
+)
+
+
 def dense(x, weight, bias=None):
-    """Fully connected layer.
+    """Fully connected layer (with a bias: one autograd primitive, hand VJP).
 
     Parameters
     ----------
@@ -35,10 +48,15 @@ def dense(x, weight, bias=None):
 
     Equations
     ---------
-    out = x @ weight + bias
+    out = x @ weight + bias;   dx = g @ weight^T,  dweight = x^T @ g,  dbias = sum_n g
     """
-    out = anp.dot(x, weight)
-    return out if bias is None else out + bias
+    if bias is None:
+        return anp.dot(x, weight)
+    if np.ndim(x) != 2 or np.ndim(weight) != 2 or np.ndim(bias) != 1:
+        raise ValueError(
+            "dense expects x (N, D_in), weight (D_in, D_out) and bias (D_out,); got shapes "
+            f"{np.shape(x)}, {np.shape(weight)}, {np.shape(bias)}")
+    return _affine_primitive(x, weight, bias)
 
 
 def _pool_windows(x, size: int):
@@ -153,9 +171,31 @@ def softmax_cross_entropy(logits, labels: np.ndarray):
     return _cross_entropy(logits, labels)
 
 
+def _spatial_mean(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=tuple(range(2, x.ndim)))
+
+
+_spatial_mean_primitive = primitive(_spatial_mean)
+
+
+def _spatial_mean_vjp(ans, x):
+    positions = int(np.prod(x.shape[2:]))
+
+    def vjp(g):
+        return np.broadcast_to(g.reshape(g.shape + (1,) * (x.ndim - 2)), x.shape) / positions
+
+    return vjp
+
+
+defvjp(_spatial_mean_primitive, _spatial_mean_vjp)
+
+
 def global_avg_pool(x):
-    """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``."""
-    return anp.mean(x, axis=tuple(range(2, x.ndim)))
+    """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``.
+
+    One autograd primitive: ``dx = g / (number of positions)`` at every position.
+    """
+    return _spatial_mean_primitive(x)
 
 
 def flatten(x):
