@@ -1,26 +1,34 @@
-"""Time the fused Numba block against the NumPy reference, PyTorch eager and the memory floor.
+"""Time the fused Numba block against the NumPy reference, PyTorch (eager and compiled), JAX
+and the memory floor.
 
-    python benchmarks/bench_kernels.py               # both cases, medians of repeated calls
-    python benchmarks/bench_kernels.py --repeats 41  # more repeats for a noisy machine
+    python benchmarks/bench_kernels.py               # every case, medians of repeated calls
     python benchmarks/bench_kernels.py --threads 1   # Numba and torch on one thread each
+    python benchmarks/bench_kernels.py --skip-dram   # leave out the 128 MiB case
 
 Case: group norm (8 groups, no affine) -> PN-Act (ReLU, quantile proxy moments, n = 200,
-eps = 0.03), float32, channels-first; once at (32, 64, 32, 32) and once at a
-training-sized (8, 32, 8, 8), where per-call overhead dominates.
+eps = 0.03), float32, channels-first; at (32, 64, 32, 32) (8 MiB, fits a 32 MiB L3), at the
+DRAM-bound (32, 64, 128, 128) (128 MiB, four times that L3), and at a training-sized
+(8, 32, 8, 8), where per-call overhead dominates.
 
 Rows:
 
 1. ``numba``: ``pnref.norm_pn_act(..., backend="numba")`` and ``norm_pn_act_vjp``.
 2. ``numpy``: the reference (``backend="numpy"``).
-3. ``torch``: PyTorch on the CPU, eager, as a user would write it:
-   ``F.group_norm`` + affine + ``relu`` + the proxy moments as torch ops; forward under
-   ``torch.no_grad()``, forward + backward with autograd. Skipped if torch is missing.
-4. ``floor``: ``numpy.copyto`` of an array the size of x: one read and one write, the
+3. ``torch eager``: PyTorch on the CPU as a user would write it: ``F.group_norm`` + affine +
+   ``relu`` + the proxy moments as torch ops; forward under ``torch.no_grad()``, forward +
+   backward with autograd.
+4. ``torch.compile``: the same function through ``torch.compile`` (inductor, CPU).
+5. ``jax jit``: the same block in ``jax.numpy``, forward jitted, and forward + ``jax.vjp`` in
+   one jitted call.
+6. ``floor``: ``numpy.copyto`` of an array the size of x: one read and one write, the
    forward's minimum memory traffic. The forward + backward floor is 2.5 copies (forward:
    read x, write out; backward: read x and dout, write dx).
 
+A row whose package is missing (or whose compiler fails) is skipped with the reason printed.
 "forward + backward" is one forward call plus one VJP call (the VJP recomputes what it
-needs from x). Each time is the median of ``--repeats`` calls after two warm-up calls.
+needs from x). Each time is the median of ``--repeats`` calls after two warm-up calls, as
+wall-clock time and as process CPU time (``time.process_time``: on a busy machine it leaves
+out the time spent waiting for a core; it adds up every thread of the process, e.g. JAX's).
 Never part of the test suite.
 """
 
@@ -47,14 +55,22 @@ DRAM_SHAPE = (32, 64, 128, 128)
 
 
 def median_seconds(function: Callable[[], object], repeats: int) -> float:
+    """Median wall-clock seconds of ``repeats`` calls after two warm-up calls; the median
+    process CPU seconds of the same calls go to ``CPU_MEDIANS`` (see `run_case`)."""
     function()
     function()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
+    CPU_MEDIANS.append(statistics.median(cpu_times))
     return statistics.median(times)
+
+
+#: The CPU-time medians of the latest `median_seconds` calls, in call order.
+CPU_MEDIANS: list[float] = []
 
 
 def make_inputs(shape: tuple[int, ...], seed: int = 0):
@@ -180,6 +196,7 @@ def jax_timings(x, dout, params, repeats: int) -> tuple[float, float] | str:
 
 
 def floor_timings(x, repeats: int) -> tuple[float, float]:
+    """One ``copyto`` of x (the forward's floor) and 2.5 of them (forward + backward)."""
     destination = np.empty_like(x)
     copy = median_seconds(lambda: np.copyto(destination, x), repeats)
     return copy, 2.5 * copy
@@ -193,33 +210,44 @@ def load_average() -> str:
 
 
 def run_case(shape: tuple[int, ...], repeats: int, reference_repeats: int) -> None:
+    """Time every row on one case and print wall-clock and CPU-time tables."""
     x, dout, params = make_inputs(shape)
     rows: dict[str, tuple[float, float] | str] = {}
-    rows["numba (fused kernels)"] = pnref_timings(x, dout, params, "numba", repeats)
-    rows["numpy (reference)"] = pnref_timings(x, dout, params, "numpy", reference_repeats)
-    rows["torch eager (CPU)"] = torch_timings(x, dout, params, repeats, compiled=False)
-    rows["torch.compile (inductor)"] = torch_timings(x, dout, params, repeats, compiled=True)
-    rows["jax jit (CPU)"] = jax_timings(x, dout, params, repeats)
-    rows["memory floor (copyto)"] = floor_timings(x, repeats)
+    cpu_rows: dict[str, tuple[float, float]] = {}
 
-    fast_fwd, fast_fb = rows["numba (fused kernels)"]
+    def timed(name, timing):
+        rows[name] = timing
+        if not isinstance(timing, str):
+            cpu_rows[name] = (CPU_MEDIANS[-2], CPU_MEDIANS[-1])
+
+    timed("numba (fused kernels)", pnref_timings(x, dout, params, "numba", repeats))
+    timed("numpy (reference)", pnref_timings(x, dout, params, "numpy", reference_repeats))
+    timed("torch eager (CPU)", torch_timings(x, dout, params, repeats, compiled=False))
+    timed("torch.compile (inductor)", torch_timings(x, dout, params, repeats, compiled=True))
+    timed("jax jit (CPU)", jax_timings(x, dout, params, repeats))
+    timed("memory floor (copyto)", floor_timings(x, repeats))
+    # floor_timings measured one copy: its fwd+bwd CPU figure is 2.5 copies as well.
+    cpu_rows["memory floor (copyto)"] = (CPU_MEDIANS[-1], 2.5 * CPU_MEDIANS[-1])
+
     print(f"\nx {shape} float32 ({x.nbytes / 2**20:.0f} MiB), GN {GROUPS} groups, ReLU, "
           f"PN quantile n={N_POINTS}; load average before: {load_average()}")
-    print(f"{'row':<26}{'forward ms':>12}{'fwd+bwd ms':>12}{'fwd / numba':>13}"
-          f"{'f+b / numba':>13}")
-    for name, timing in rows.items():
-        if isinstance(timing, str):
-            print(f"{name:<26}  skipped: {timing}")
-            continue
-        fwd, fb = timing
-        print(f"{name:<26}{fwd * 1e3:>12.3f}{fb * 1e3:>12.3f}{fwd / fast_fwd:>13.2f}"
-              f"{fb / fast_fb:>13.2f}")
-    floor_fwd, floor_fb = rows["memory floor (copyto)"]
-    print(f"numba / floor: forward {fast_fwd / floor_fwd:.2f}x, "
-          f"forward + backward {fast_fb / floor_fb:.2f}x")
-    for peer in ("torch eager (CPU)", "torch.compile (inductor)", "jax jit (CPU)"):
-        if not isinstance(rows[peer], str):
-            print(f"{peer} / numba, forward + backward: {rows[peer][1] / fast_fb:.2f}x")
+    for label, table in (("wall-clock", rows), ("process CPU time", cpu_rows)):
+        fast_fwd, fast_fb = table["numba (fused kernels)"]
+        print(f"{label:<26}{'forward ms':>12}{'fwd+bwd ms':>12}{'fwd / numba':>13}"
+              f"{'f+b / numba':>13}")
+        for name, timing in rows.items():
+            if isinstance(timing, str):
+                print(f"{name:<26}  skipped: {timing}")
+                continue
+            fwd, fb = table[name]
+            print(f"{name:<26}{fwd * 1e3:>12.3f}{fb * 1e3:>12.3f}{fwd / fast_fwd:>13.2f}"
+                  f"{fb / fast_fb:>13.2f}")
+        floor_fwd, floor_fb = table["memory floor (copyto)"]
+        print(f"  numba / floor: forward {fast_fwd / floor_fwd:.2f}x, "
+              f"forward + backward {fast_fb / floor_fb:.2f}x")
+        for peer in ("torch eager (CPU)", "torch.compile (inductor)", "jax jit (CPU)"):
+            if peer in table:
+                print(f"  {peer} / numba, forward + backward: {table[peer][1] / fast_fb:.2f}x")
 
 
 def main() -> None:
