@@ -1,10 +1,12 @@
 """Channels-first 2-D convolution (stride 1, zero "same" padding) as an autograd primitive.
 
-Forward and backward are each one large matrix product (GEMM) per output: the windows of
-the padded input are a strided view, copied once into the im2col matrix. The input gradient
-is itself a "same" correlation (with the flipped filters), so it is the forward's code. The
-backward pass is hand-derived and registered with ``autograd.extend``; it computes only the
-gradients autograd asks for.
+Forward and backward are each one large matrix product (GEMM) per output, on the im2col
+matrix of the zero-padded input windows (written by one Numba loop,
+`pnref.kernels._im2col.im2col`). The input gradient is itself a "same" correlation (with
+the flipped filters), so it is the forward's code. The backward pass is hand-derived and
+registered with ``autograd.extend``; it reuses the forward's im2col
+(`pnref.autograd_ops.make_primitive_with_residuals`) and computes only the gradients
+autograd asks for.
 """
 
 from __future__ import annotations
