@@ -8,13 +8,15 @@ written with ``torch.nn.functional`` on the CPU (GroupNorm / LayerNorm without a
 followed by a PN-Act written in torch from the same 200 quantiles). Both sides run on one
 thread (BLAS limited through threadpoolctl when installed, ``numba.set_num_threads(1)``,
 ``torch.set_num_threads(1)``),
-in float64. Prints the median of
-``--repeats`` steps after ``--warmup`` steps, and the ratio pnref / PyTorch.
+in float64. The contenders are timed in interleaved rounds (one step of each per round, so a
+shared machine's changing load hits all of them alike); prints the median of ``--repeats``
+rounds after ``--warmup`` steps of each, and the ratio pnref / PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -27,15 +29,26 @@ from pnref.nn import CNN, softmax_cross_entropy
 from pnref.nn.train import single_threaded_blas
 
 
-def _median_seconds(step, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
+def _interleaved_medians(steps: dict, warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall-clock and CPU seconds of each step, in interleaved rounds.
+
+    One call of each step per round: on a shared machine the load drifts during a run, and
+    interleaving exposes every contender to the same drift. Every contender runs on the
+    calling thread alone, so its CPU time (``time.thread_time``) leaves out the time spent
+    waiting for a core, which the wall-clock time of a busy machine includes.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            step()
+            times[name].append((time.perf_counter() - start, time.thread_time() - start_cpu))
+    return {name: (statistics.median(t[0] for t in values),
+                   statistics.median(t[1] for t in values))
+            for name, values in times.items()}
 
 
 def pnref_step(model: CNN, params, state, x, y):
@@ -101,15 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch_size, 1, args.image_size, args.image_size))
     y = rng.integers(0, 10, size=args.batch_size)
-    results = {}
+    steps = {}
     for backend in ("numpy", "numba"):
         model = CNN(in_channels=1, num_classes=10, widths=tuple(args.widths), norm=args.norm,
                     backend=backend)
         params, state = model.init(np.random.default_rng(1))
-        step = pnref_step(model, params, state, x, y)
-        with single_threaded_blas():
-            results[f"pnref ({backend} blocks)"] = _median_seconds(
-                step, args.warmup, args.repeats)
+        steps[f"pnref ({backend} blocks)"] = step = pnref_step(model, params, state, x, y)
     try:
         import torch
     except ImportError:
@@ -117,30 +127,34 @@ def main(argv: list[str] | None = None) -> None:
     if torch is not None:
         torch.set_num_threads(1)
         reference_step = torch_step(params, x, y, args.norm, 4, args.widths)
-        results["PyTorch CPU (float64, 1 thread)"] = _median_seconds(
-            reference_step, args.warmup, args.repeats)
-        # sanity check: both compute the same loss and gradients
-        loss, grads = step()
-        torch_loss, torch_grads = reference_step()
-        worst = max(
-            float(np.max(np.abs(grads[k] - g.numpy())) / np.max(np.abs(g.numpy())))
-            for k, g in zip(params, torch_grads, strict=True)
-        )
-        print(f"loss pnref {loss:.12f}, PyTorch {float(torch_loss):.12f}; "
-              f"largest relative gradient difference {worst:.1e}")
+        steps["PyTorch CPU (float64, 1 thread)"] = reference_step
+    with single_threaded_blas():
+        results = _interleaved_medians(steps, args.warmup, args.repeats)
+        if torch is not None:
+            # sanity check: both compute the same loss and gradients
+            loss, grads = step()
+            torch_loss, torch_grads = reference_step()
+            worst = max(
+                float(np.max(np.abs(grads[k] - g.numpy())) / np.max(np.abs(g.numpy())))
+                for k, g in zip(params, torch_grads, strict=True)
+            )
+            print(f"loss pnref {loss:.12f}, PyTorch {float(torch_loss.detach()):.12f}; "
+                  f"largest relative gradient difference {worst:.1e}")
 
     print(f"one training step, CNN widths {args.widths}, norm {args.norm}, batch "
           f"{args.batch_size}, {args.image_size}x{args.image_size} images, float64, one thread; "
-          f"median of {args.repeats}")
-    for name, seconds in results.items():
-        print(f"  {name:34s} {1e3 * seconds:8.2f} ms")
+          f"median of {args.repeats} interleaved rounds; load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'':34s} {'wall ms':>9s} {'CPU ms':>9s}")
+    for name, (seconds, cpu_seconds) in results.items():
+        print(f"  {name:34s} {1e3 * seconds:9.2f} {1e3 * cpu_seconds:9.2f}")
     if torch is None:
         print("  PyTorch is not installed (pip install 'pnref[torch]'): no ratio")
     else:
-        reference = results["PyTorch CPU (float64, 1 thread)"]
-        for name, seconds in results.items():
+        reference, reference_cpu = results["PyTorch CPU (float64, 1 thread)"]
+        for name, (seconds, cpu_seconds) in results.items():
             if name.startswith("pnref"):
-                print(f"  ratio {name} / PyTorch: {seconds / reference:.2f}")
+                print(f"  ratio {name} / PyTorch: wall {seconds / reference:.2f}, "
+                      f"CPU {cpu_seconds / reference_cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "norm_act",
     "norm_pn_act",
     "make_primitive",
+    "make_primitive_with_residuals",
 ]
 
 
@@ -94,6 +96,79 @@ def make_primitive(
     return prim
 
 
+class _Residuals(threading.local):
+    """The last traced forward's output and what its VJP may reuse (one slot per thread)."""
+
+    output: object = None
+    saved: object = None
+
+
+_residuals = _Residuals()
+
+
+def make_primitive_with_residuals(
+    forward_saving: Callable[..., tuple[np.ndarray, object]],
+    vjp_saved: Callable[[np.ndarray, object, tuple[int, ...]], tuple],
+    vjp: Callable[..., tuple],
+    grad_positions: tuple[int, ...],
+) -> Callable[..., np.ndarray]:
+    """Like `make_primitive`, but the backward pass reuses what the forward computed.
+
+    Parameters
+    ----------
+    forward_saving : callable
+        ``forward_saving(*args, **kwargs) -> (out, saved)``; ``saved`` (or ``None``) holds
+        what the VJP would otherwise recompute.
+    vjp_saved : callable
+        ``vjp_saved(g, saved, positions) -> tuple``: the gradients with respect to the
+        positional arguments ``positions`` (in that order) from ``saved``; it may skip the
+        others (the input images of a network need no gradient).
+    vjp : callable
+        ``vjp(g, *args, **kwargs) -> tuple``: the same gradients from the arguments, used
+        when nothing was saved.
+    grad_positions : tuple of int
+        As for `make_primitive`.
+
+    Notes
+    -----
+    autograd builds a node's VJP right after running its forward, in the same thread
+    (``autograd.tracer``). The forward leaves ``(out, saved)`` in a thread-local slot;
+    the VJP maker takes it if its ``ans`` is that very ``out`` object, and falls back to
+    ``vjp`` otherwise. Both paths return the same numbers: ``saved`` is exactly what
+    ``vjp`` would recompute.
+    """
+    slot_of = {position: slot for slot, position in enumerate(grad_positions)}
+
+    def forward(*args, **kwargs):
+        out, saved = forward_saving(*args, **kwargs)
+        _residuals.output, _residuals.saved = out, saved
+        return out
+
+    forward.__name__ = getattr(forward_saving, "__name__", "forward")
+    forward.__doc__ = forward_saving.__doc__
+    prim = primitive(forward)
+
+    def vjp_maker(argnums, ans, args, kwargs):
+        unknown = [a for a in argnums if a not in slot_of]
+        if unknown:
+            raise NotImplementedError(
+                f"{forward.__name__} has no gradient for positional argument(s) {unknown}"
+            )
+        saved = _residuals.saved if _residuals.output is ans else None
+        _residuals.output = _residuals.saved = None
+
+        def backward(g):
+            if saved is not None:
+                return tuple(vjp_saved(g, saved, tuple(argnums)))
+            grads = vjp(g, *args, **kwargs)
+            return tuple(grads[slot_of[a]] for a in argnums)
+
+        return backward
+
+    defvjp_argnums(prim, vjp_maker)
+    return prim
+
+
 # --- normalizations -------------------------------------------------------------------------
 batch_norm = make_primitive(_norms.batch_norm, _norms.batch_norm_vjp, (0, 1, 2))
 instance_norm = make_primitive(_norms.instance_norm, _norms.instance_norm_vjp, (0, 1, 2))
@@ -129,4 +204,24 @@ activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see `pnref.ac
 
 # --- fused blocks (``backend="numpy"`` or ``"numba"``) -------------------------------------
 norm_act = make_primitive(_norm_act, _norm_act_vjp, (0, 1, 2))
-norm_pn_act = make_primitive(_norm_pn_act, _norm_pn_act_vjp, (0, 1, 2, 3, 4))
+
+
+def _norm_pn_act_saving(*args, backend: str = "numpy", **kwargs):
+    """`pnref.blocks.norm_pn_act`; with ``backend="numba"`` also the kernels' saved set-up."""
+    if backend == "numba":
+        from pnref.kernels.fused_blocks import norm_pn_act_saving
+
+        return norm_pn_act_saving(*args, **kwargs)
+    return _norm_pn_act(*args, backend=backend, **kwargs), None
+
+
+def _norm_pn_act_vjp_saved(g, saved, positions):
+    from pnref.kernels.fused_blocks import norm_pn_act_vjp_saved
+
+    grads = norm_pn_act_vjp_saved(g, saved)
+    return tuple(grads[p] for p in positions)
+
+
+_norm_pn_act_saving.__doc__ = _norm_pn_act.__doc__
+norm_pn_act = make_primitive_with_residuals(
+    _norm_pn_act_saving, _norm_pn_act_vjp_saved, _norm_pn_act_vjp, (0, 1, 2, 3, 4))

@@ -39,6 +39,7 @@ from numba import njit
 
 __all__ = [
     "ACTIVATION_CODES",
+    "LANES",
     "activate_row",
     "activate_row_with_slope",
     "backward_row",
@@ -317,78 +318,146 @@ def forward_row(code, alpha, row, out, length, m, r, g, b, mu, rho) -> None:
                              rho)
 
 
+#: Accumulator lanes of `backward_row`: independent running sums that LLVM keeps in
+#: vector registers (the loop over a block of LANES elements has a constant trip count).
+LANES = 16
+
+
 @njit(**_INLINE)
-def _backward_element(i, xhat, pair, d, g, mu, rho, scaled_t, dout_copy, centered, term_t,
-                      term_tx):
+def _lane_element(k, i, xhat, pair, d, g, mu, rho, scaled_t, s_dout, s_centered, s_t, s_tx):
     a, da = pair
     t = d * rho * da
     scaled_t[i] = g * t
-    dout_copy[i] = d
-    centered[i] = d * (a - mu)
-    term_t[i] = t
-    term_tx[i] = t * xhat
+    s_dout[k] += d
+    s_centered[k] += d * (a - mu)
+    s_t[k] += t
+    s_tx[k] += t * xhat
 
 
 @njit(**_JIT)
-def backward_row(code, alpha, row, drow, length, m, r, g, b, mu, rho, scaled_t, dout_copy,
-                 centered, term_t, term_tx) -> None:
-    """Per-element backward terms of one channels-first row, in float64.
+def backward_row(code, alpha, row, drow, length, m, r, g, b, mu, rho, scaled_t, s_dout,
+                 s_centered, s_t, s_tx) -> None:
+    """Per-element backward terms of one channels-first row, summed into lanes, in float64.
 
-    With ``xhat = (row - m) r``, ``a, a' = f, f'(g xhat + b)``, ``t = drow rho a'``:
-    ``scaled_t = g t``, ``dout_copy = drow``, ``centered = drow (a - mu)``,
-    ``term_t = t``, ``term_tx = t xhat`` (the last four are summed by the caller).
+    With ``xhat = (row - m) r``, ``a, a' = f, f'(g xhat + b)``, ``t = drow rho a'``: writes
+    ``scaled_t = g t`` and adds element ``i`` of ``drow``, ``drow (a - mu)``, ``t`` and
+    ``t xhat`` to lane ``i mod LANES`` of ``s_dout``, ``s_centered``, ``s_t``, ``s_tx``
+    (float64 arrays of length LANES, which the caller zeroes and finally folds in a fixed
+    order). Elements go to their lanes in increasing ``i``: the sums do not depend on
+    anything but the data.
 
     Equations
     ---------
     ``t_i = drow_i rho f'(g xhat_i + b)``, ``xhat_i = (row_i - m) r``.
     """
+    body = length - length % LANES
     if code == IDENTITY:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_identity(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_identity(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_identity(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == RELU:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_relu(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_relu(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_relu(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == LEAKY_RELU:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_leaky_relu(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_leaky_relu(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_leaky_relu(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == ELU:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_elu(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_elu(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_elu(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == GELU:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_gelu(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_gelu(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_gelu(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == GELU_TANH:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_gelu_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_gelu_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_gelu_tanh(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == SILU:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_silu(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_silu(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_silu(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == SOFTPLUS:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_softplus(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_softplus(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_softplus(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == TANH:
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_tanh(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
     else:  # SIGMOID
-        for i in range(length):
+        for start in range(0, body, LANES):
+            for k in range(LANES):
+                i = start + k
+                xh = (row[i] - m) * r
+                _lane_element(k, i, xh, _pair_sigmoid(g * xh + b, alpha), drow[i], g, mu, rho,
+                              scaled_t, s_dout, s_centered, s_t, s_tx)
+        for i in range(body, length):
             xh = (row[i] - m) * r
-            _backward_element(i, xh, _pair_sigmoid(g * xh + b, alpha), drow[i], g, mu, rho,
-                              scaled_t, dout_copy, centered, term_t, term_tx)
+            _lane_element(i - body, i, xh, _pair_sigmoid(g * xh + b, alpha), drow[i], g, mu,
+                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)

@@ -63,6 +63,7 @@ import numpy as np
 from numba import njit, prange
 
 from pnref.kernels._activation_rows import (
+    LANES,
     activate_row,
     activate_row_with_slope,
     backward_row,
@@ -401,17 +402,19 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
                         s_t[j] += t
                         s_tx[j] += t * xhat[j]
         else:
+            lanes = np.empty((4, LANES))
             for n in range(n0, n1):
                 for j in range(width):
                     c = c0 + j
+                    lanes[:, :] = 0.0
                     backward_row(act_code, act_alpha, x3[n, c], dout3[n, c], positions,
                                  mean[j], rstd[j], gamma[c], beta[c], proxy_mean[c],
-                                 proxy_inv_std[c], scaled_t[(n - n0) * width + j], pre,
-                                 activated, term_t, term_tx)
-                    s_dout[j] += _fold_sum(pre, positions)
-                    s_centered[j] += _fold_sum(activated, positions)
-                    s_t[j] += _fold_sum(term_t, positions)
-                    s_tx[j] += _fold_sum(term_tx, positions)
+                                 proxy_inv_std[c], scaled_t[(n - n0) * width + j], lanes[0],
+                                 lanes[1], lanes[2], lanes[3])
+                    s_dout[j] += _fold_sum(lanes[0], LANES)
+                    s_centered[j] += _fold_sum(lanes[1], LANES)
+                    s_t[j] += _fold_sum(lanes[2], LANES)
+                    s_tx[j] += _fold_sum(lanes[3], LANES)
 
         # Group means of gamma t and gamma t xhat (the norm's backward).
         for first in range(0, width, k):

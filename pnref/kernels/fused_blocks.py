@@ -47,7 +47,16 @@ from pnref.moments.quantile import DEFAULT_N as QUANTILE_DEFAULT_N
 from pnref.moments.quantile import points as quantile_points
 from pnref.pn_act import resolve_activation
 
-__all__ = ["KERNEL_ACTIVATIONS", "norm_act", "norm_act_vjp", "norm_pn_act", "norm_pn_act_vjp"]
+__all__ = [
+    "KERNEL_ACTIVATIONS",
+    "SavedForward",
+    "norm_act",
+    "norm_act_vjp",
+    "norm_pn_act",
+    "norm_pn_act_saving",
+    "norm_pn_act_vjp",
+    "norm_pn_act_vjp_saved",
+]
 
 #: Activations the kernels implement (every activation of `pnref.activations`).
 KERNEL_ACTIVATIONS: tuple[str, ...] = tuple(ACTIVATION_CODES)
@@ -183,6 +192,9 @@ def _threads_for(elements: int) -> Iterator[None]:
         yield
         return
     previous = numba.get_num_threads()
+    if previous == 1:  # nothing to change (and the two calls would cost as much as the kernel)
+        yield
+        return
     numba.set_num_threads(1)
     try:
         yield
@@ -410,6 +422,11 @@ def norm_pn_act_vjp(
         return blocks_ref.norm_pn_act_vjp(
             dout, x, gamma, beta, gamma_tilde, beta_tilde, norm=norm, groups=groups,
             norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis)
+    return _pn_vjp(dout, x, setup, method, n)
+
+
+def _pn_vjp(dout, x: np.ndarray, setup: _PNSetup, method: str, n: int | None):
+    """The body of `norm_pn_act_vjp` once ``x`` is validated and ``setup`` built."""
     dout = _check_cotangent(dout, x)
     out_dtype = result_dtype(dout, x, *setup.params)
     inv_std = setup.inv_std
@@ -425,8 +442,50 @@ def norm_pn_act_vjp(
     def cast(g, present=True):
         return None if not present else np.asarray(g, dtype=np.float64).astype(out_dtype)
 
+    _, _, gamma_tilde, beta_tilde = setup.params
     return (dx, cast(sum_t_xhat + dgamma_m), cast(sum_t + dbeta_m),
             cast(dgamma_tilde, gamma_tilde is not None), cast(dbeta_tilde, beta_tilde is not None))
+
+
+@dataclass(frozen=True)
+class SavedForward:
+    """What `norm_pn_act_saving` keeps for `norm_pn_act_vjp_saved`: the validated input,
+    the validated set-up (plan, proxy moments and their derivatives), ``method`` and ``n``."""
+
+    x: np.ndarray
+    setup: _PNSetup
+    method: str
+    n: int | None
+
+
+def norm_pn_act_saving(
+    x, gamma, beta, gamma_tilde=None, beta_tilde=None, *, norm: str = "gn",
+    groups: int | None = None, norm_eps: float = 1e-5, activation: str | Activation = "relu",
+    eps: float = 0.03, method: str = "quantile", n: int | None = None, axis: int = 1,
+) -> tuple[np.ndarray, SavedForward | None]:
+    """`norm_pn_act` that also returns what its VJP needs (``None`` for reference inputs).
+
+    A training step calls the forward and then the VJP with the same arguments; handing
+    the saved set-up to `norm_pn_act_vjp_saved` validates the arguments and computes the
+    proxy moments (with their derivatives) once instead of twice. The results are those
+    of `norm_pn_act` and `norm_pn_act_vjp`, bit for bit (the same code runs).
+    """
+    x, setup = _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps,
+                         activation, eps, method, n, axis)
+    if setup is None:
+        out = blocks_ref.norm_pn_act(
+            x, gamma, beta, gamma_tilde, beta_tilde, norm=norm, groups=groups,
+            norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis)
+        return out, None
+    out = _run_forward(x, setup.plan, setup.norm_eps, setup.gamma64, setup.beta64,
+                       setup.proxy_mean, setup.inv_std, setup.phi,
+                       result_dtype(x, *setup.params))
+    return out, SavedForward(x, setup, method, n)
+
+
+def norm_pn_act_vjp_saved(dout, saved: SavedForward):
+    """`norm_pn_act_vjp` from the `SavedForward` of `norm_pn_act_saving` (same results)."""
+    return _pn_vjp(dout, saved.x, saved.setup, saved.method, saved.n)
 
 
 # --------------------------------------------------------------------------- norm -> act

@@ -8,6 +8,7 @@ import numpy as np
 
 from pnref.kernels._activation_rows import ACTIVATION_CODES
 from pnref.kernels._fused import fused_backward, fused_forward
+from pnref.kernels._im2col import im2col
 from pnref.kernels._quantile import quantile_moments
 
 __all__ = ["KERNEL_DTYPES", "warmup"]
@@ -21,7 +22,8 @@ def warmup() -> dict[str, float]:
 
     Each kernel is specialised by the data dtype only (layout, norm and activation are
     run-time arguments), so two dtypes times forward and backward, plus the float64
-    quantile-moment kernel, cover everything.
+    quantile-moment kernel, cover everything; plus the float64 im2col of
+    `pnref.nn.conv`.
     The first call in a fresh installation compiles and writes Numba's cache; later
     calls, in any process, load from it.
 
@@ -29,7 +31,7 @@ def warmup() -> dict[str, float]:
     -------
     dict
         Seconds spent per specialisation (``"forward float32"``, ...,
-        ``"quantile moments"``) and ``"total"``.
+        ``"quantile moments"``, ``"im2col float64"``) and ``"total"``.
 
     Equations
     ---------
@@ -54,5 +56,8 @@ def warmup() -> dict[str, float]:
     quantile_moments(np.array([-1.0, 0.0, 1.0]), np.zeros(2), np.ones(2), code, 0.0,
                      np.empty((6, 2)))
     timings["quantile moments"] = time.perf_counter() - start
+    start = time.perf_counter()
+    im2col(np.zeros((1, 1, 3, 3)), 3, 3, np.empty((9, 9)))  # pnref.nn.conv (float64)
+    timings["im2col float64"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - start_all
     return timings

@@ -1,16 +1,20 @@
 """Channels-first 2-D convolution (stride 1, zero "same" padding) as an autograd primitive.
 
-Forward and backward are im2col matrix products (the windows are gathered through a strided
-view of the padded input); the backward pass is hand-derived and registered with
-``autograd.extend``.
+Forward and backward are each one large matrix product (GEMM) per output, on the im2col
+matrix of the zero-padded input windows (written by one Numba loop,
+`pnref.kernels._im2col.im2col`). The input gradient is itself a "same" correlation (with
+the flipped filters), so it is the forward's code. The backward pass is hand-derived and
+registered with ``autograd.extend``; it reuses the forward's im2col
+(`pnref.autograd_ops.make_primitive_with_residuals`) and computes only the gradients
+autograd asks for.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from autograd.extend import defvjp_argnums, primitive
 
 from pnref._validation import as_float_array
+from pnref.autograd_ops import make_primitive_with_residuals
 
 __all__ = ["conv2d", "conv2d_vjp"]
 
@@ -32,13 +36,33 @@ def _check_conv_args(x, weight) -> tuple[np.ndarray, np.ndarray]:
     return x, weight
 
 
-def _im2col(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
-    """Rows (N * H * W, C * KH * KW): the zero-padded input window at every position."""
+def _columns(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """The im2col matrix, shape (C * KH * KW, N * H * W), C-contiguous.
+
+    Row ``(c, a, b)``, column ``(n, i, j)`` holds ``xpad[n, c, i + a, j + b]`` (written by
+    the Numba loop `pnref.kernels._im2col.im2col`, imported on first use).
+    """
+    from pnref.kernels._im2col import im2col
+
     n, c, h, w = x.shape
-    ph, pw = kh // 2, kw // 2
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
-    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * h * w, -1)
+    columns = np.empty((c * kh * kw, n * h * w), dtype=x.dtype)
+    im2col(np.ascontiguousarray(x), kh, kw, columns)
+    return columns
+
+
+def _correlate_columns(columns: np.ndarray, weight: np.ndarray, n: int, h: int,
+                       w: int) -> np.ndarray:
+    """The correlation from the im2col matrix: (O, C KH KW) @ (C KH KW, N H W), one GEMM,
+    then one copy from (O, N, H, W) to (N, O, H, W)."""
+    o = weight.shape[0]
+    out = weight.reshape(o, -1) @ columns
+    return np.ascontiguousarray(out.reshape(o, n, h, w).transpose(1, 0, 2, 3))
+
+
+def _correlate(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``out[n, o] = sum_{c, a, b} weight[o, c, a, b] xpad[n, c, i + a, j + b]``."""
+    n, _, h, w = x.shape
+    return _correlate_columns(_columns(x, *weight.shape[2:]), weight, n, h, w)
 
 
 def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -60,14 +84,41 @@ def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     out[n, o, i, j] = sum_{c, a, b} weight[o, c, a, b] * xpad[n, c, i + a, j + b],
     with xpad the input padded by KH // 2 and KW // 2 zeros on each side.
     """
+    return _conv2d_saving(x, weight)[0]
+
+
+def _conv2d_saving(x, weight) -> tuple[np.ndarray, tuple]:
+    """`_conv2d_forward` and what the backward pass reuses: (x, weight, im2col of x)."""
     x, weight = _check_conv_args(x, weight)
     n, _, h, w = x.shape
-    out = _im2col(x, *weight.shape[2:]) @ weight.reshape(weight.shape[0], -1).T
-    return np.ascontiguousarray(out.reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+    columns = _columns(x, *weight.shape[2:])
+    return _correlate_columns(columns, weight, n, h, w), (x, weight, columns)
 
 
-#: The autograd primitive (docstring of `_conv2d_forward`); backward: `conv2d_vjp`.
-conv2d = primitive(_conv2d_forward)
+def _input_gradient(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dx: the cotangent correlated with the spatially flipped, transposed filters.
+
+    With stride 1 and "same" padding of an odd kernel, the adjoint of the correlation is
+    again a "same" correlation: dx[n, c, i, j] = sum_{o, a, b} weight[o, c, KH-1-a, KW-1-b]
+    * doutpad[n, o, i + a, j + b].
+    """
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return _correlate(dout, flipped)
+
+
+def _weight_gradient(dout: np.ndarray, columns: np.ndarray, weight_shape) -> np.ndarray:
+    """dweight (O, C, KH, KW): (O, N H W) @ (N H W, C KH KW), one GEMM on the im2col of x."""
+    o = dout.shape[1]
+    dout_rows = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(o, -1)
+    return (dout_rows @ columns.T).reshape(weight_shape)
+
+
+def _check_cotangent(dout, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    dout = as_float_array(dout, "dout")
+    n, _, h, w = x.shape
+    if dout.shape != (n, weight.shape[0], h, w):
+        raise ValueError(f"dout must have shape {(n, weight.shape[0], h, w)}, got {dout.shape}")
+    return dout
 
 
 def conv2d_vjp(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -88,32 +139,28 @@ def conv2d_vjp(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.
     Equations
     ---------
     dweight[o, c, a, b] = sum_{n, i, j} dout[n, o, i, j] * xpad[n, c, i + a, j + b]
-    dxpad[n, c, i + a, j + b] += sum_o dout[n, o, i, j] * weight[o, c, a, b]
+    dx[n, c, i, j] = sum_{o, a, b} weight[o, c, KH-1-a, KW-1-b] * doutpad[n, o, i + a, j + b]
+    (the second is the adjoint of the "same" correlation: a "same" correlation with the
+    flipped, transposed filters).
     """
-    x, weight = _check_conv_args(x, weight)
-    dout = as_float_array(dout, "dout")
-    n, _, h, w = x.shape
-    if dout.shape != (n, weight.shape[0], h, w):
-        raise ValueError(f"dout must have shape {(n, weight.shape[0], h, w)}, got {dout.shape}")
-    o, c, kh, kw = weight.shape
-    dout_rows = dout.transpose(0, 2, 3, 1).reshape(n * h * w, o)
-    dweight = (dout_rows.T @ _im2col(x, kh, kw)).reshape(weight.shape)
-    dcols = (dout_rows @ weight.reshape(o, -1)).reshape(n, h, w, c, kh, kw)
-    dpadded = np.zeros((n, c, h + kh - 1, w + kw - 1), dtype=dcols.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            dpadded[:, :, a : a + h, b : b + w] += dcols[:, :, :, :, a, b].transpose(0, 3, 1, 2)
-    ph, pw = kh // 2, kw // 2
-    dx = np.ascontiguousarray(dpadded[:, :, ph : ph + h, pw : pw + w])
-    return dx.astype(x.dtype, copy=False), dweight.astype(weight.dtype, copy=False)
+    return _conv2d_vjp_saved(dout, _conv2d_saving(x, weight)[1], (0, 1))
 
 
-def _conv2d_vjp_maker(argnums, ans, args, kwargs):
-    def vjp(g):
-        grads = conv2d_vjp(g, *args)
-        return tuple(grads[i] for i in argnums)
+def _conv2d_vjp_saved(dout, saved: tuple, positions: tuple[int, ...]) -> tuple:
+    """The gradients with respect to ``positions`` (0: x, 1: weight) only."""
+    x, weight, columns = saved
+    dout = _check_cotangent(dout, x, weight)
+    grads = []
+    for position in positions:
+        if position == 0:
+            grads.append(_input_gradient(dout, weight).astype(x.dtype, copy=False))
+        else:
+            dweight = _weight_gradient(dout, columns, weight.shape)
+            grads.append(dweight.astype(weight.dtype, copy=False))
+    return tuple(grads)
 
-    return vjp
 
-
-defvjp_argnums(conv2d, _conv2d_vjp_maker)
+#: The autograd primitive (docstring of `_conv2d_forward`); backward: `conv2d_vjp`, reusing
+#: the forward's im2col matrix and computing only the gradients autograd asks for.
+conv2d = make_primitive_with_residuals(_conv2d_saving, _conv2d_vjp_saved, conv2d_vjp, (0, 1))
+conv2d.__doc__ = _conv2d_forward.__doc__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import autograd.numpy as anp
 import numpy as np
+from autograd.extend import defvjp, primitive
 
 from pnref.nn.conv import conv2d
 
@@ -19,11 +20,25 @@ __all__ = [
     "global_avg_pool",
     "flatten",
     "he_normal",
+    "softmax_cross_entropy",
 ]
 
 
+def _affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ weight + bias
+
+
+_affine_primitive = primitive(_affine)
+defvjp(
+    _affine_primitive,
+    lambda ans, x, weight, bias: lambda g: g @ weight.T,
+    lambda ans, x, weight, bias: lambda g: x.T @ g,
+    lambda ans, x, weight, bias: lambda g: g.sum(axis=0),
+)
+
+
 def dense(x, weight, bias=None):
-    """Fully connected layer.
+    """Fully connected layer (with a bias: one autograd primitive, hand VJP).
 
     Parameters
     ----------
@@ -33,10 +48,15 @@ def dense(x, weight, bias=None):
 
     Equations
     ---------
-    out = x @ weight + bias
+    out = x @ weight + bias;   dx = g @ weight^T,  dweight = x^T @ g,  dbias = sum_n g
     """
-    out = anp.dot(x, weight)
-    return out if bias is None else out + bias
+    if bias is None:
+        return anp.dot(x, weight)
+    if np.ndim(x) != 2 or np.ndim(weight) != 2 or np.ndim(bias) != 1:
+        raise ValueError(
+            "dense expects x (N, D_in), weight (D_in, D_out) and bias (D_out,); got shapes "
+            f"{np.shape(x)}, {np.shape(weight)}, {np.shape(bias)}")
+    return _affine_primitive(x, weight, bias)
 
 
 def _pool_windows(x, size: int):
@@ -58,21 +78,124 @@ def avg_pool2d(x, size: int = 2):
     return anp.mean(_pool_windows(x, size), axis=(3, 5))
 
 
+def _window_max(x: np.ndarray, size: int) -> np.ndarray:
+    """Forward of `max_pool2d` on a plain array: elementwise maxima of the window's offsets."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    h, w = x.shape[2:]
+    if h % size or w % size:
+        raise ValueError(f"pooling size {size} must divide the spatial shape {(h, w)}")
+    out = x[:, :, ::size, ::size].copy()
+    for a in range(size):
+        for b in range(size):
+            if a or b:
+                np.maximum(out, x[:, :, a::size, b::size], out=out)
+    return out
+
+
+_window_max_primitive = primitive(_window_max)
+
+
+def _window_max_vjp(ans, x, size):
+    """The gradient goes to the window's maxima, shared equally among ties.
+
+    ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, the same operations
+    in the same order, so both agree bit for bit), one window offset at a time.
+    """
+
+    def vjp(g):
+        offsets = [(a, b) for a in range(size) for b in range(size)]
+        is_max = [x[:, :, a::size, b::size] == ans for a, b in offsets]
+        ties = np.zeros(ans.shape)
+        for mask in is_max:
+            ties += mask
+        dx = np.empty(x.shape, dtype=np.result_type(g, x))
+        for (a, b), mask in zip(offsets, is_max, strict=True):
+            dx[:, :, a::size, b::size] = (g * mask) / ties
+        return dx
+
+    return vjp
+
+
+defvjp(_window_max_primitive, _window_max_vjp)
+
+
 def max_pool2d(x, size: int = 2):
     """Maximum over non-overlapping ``size x size`` windows (stride = size).
 
-    The gradient goes to the maximum of each window (autograd shares it equally among ties).
+    One autograd primitive with a hand VJP: the gradient goes to the maximum of each window,
+    shared equally among ties (as autograd does for ``numpy.max``).
 
     Equations
     ---------
     out[n, c, i, j] = max_{a, b < size} x[n, c, size i + a, size j + b]
     """
-    return anp.max(_pool_windows(x, size), axis=(3, 5))
+    return _window_max_primitive(x, size)
+
+
+def _cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    return np.mean(log_norm - shifted[np.arange(len(labels)), labels])
+
+
+def _cross_entropy_vjp(ans, logits, labels):
+    def vjp(g):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(shifted)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities[np.arange(len(labels)), labels] -= 1.0
+        return g * probabilities / len(labels)
+
+    return vjp
+
+
+_cross_entropy = primitive(_cross_entropy_forward)
+defvjp(_cross_entropy, _cross_entropy_vjp)
+
+
+def softmax_cross_entropy(logits, labels: np.ndarray):
+    """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``, one primitive.
+
+    The log-sum-exp is taken after subtracting each row's maximum (no overflow).
+
+    Equations
+    ---------
+    loss = mean_i [ logsumexp(logits_i) - logits_i[labels_i] ]
+    dlogits_i = g (softmax(logits_i) - onehot(labels_i)) / N
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != logits.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({logits.shape[0]},) to match logits, got {labels.shape}")
+    return _cross_entropy(logits, labels)
+
+
+def _spatial_mean(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=tuple(range(2, x.ndim)))
+
+
+_spatial_mean_primitive = primitive(_spatial_mean)
+
+
+def _spatial_mean_vjp(ans, x):
+    positions = int(np.prod(x.shape[2:]))
+
+    def vjp(g):
+        return np.broadcast_to(g.reshape(g.shape + (1,) * (x.ndim - 2)), x.shape) / positions
+
+    return vjp
+
+
+defvjp(_spatial_mean_primitive, _spatial_mean_vjp)
 
 
 def global_avg_pool(x):
-    """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``."""
-    return anp.mean(x, axis=tuple(range(2, x.ndim)))
+    """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``.
+
+    One autograd primitive: ``dx = g / (number of positions)`` at every position.
+    """
+    return _spatial_mean_primitive(x)
 
 
 def flatten(x):

@@ -26,9 +26,13 @@ Params = dict[str, np.ndarray]
 
 
 def _sub(tree: dict, prefix: str) -> dict:
-    """Entries of ``tree`` under ``prefix.``, with the prefix removed."""
+    """Entries of ``tree`` under ``prefix.``, with the prefix removed.
+
+    Only the matching entries are read: under autograd every read of a traced dict is a
+    node of the graph.
+    """
     start = prefix + "."
-    return {k[len(start):]: v for k, v in tree.items() if k.startswith(start)}
+    return {k[len(start):]: tree[k] for k in list(tree) if k.startswith(start)}
 
 
 def _merge(into: dict, prefix: str, entries: dict) -> None:

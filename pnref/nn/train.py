@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import autograd
-import autograd.numpy as anp
 import numpy as np
-from autograd.scipy.special import logsumexp
 
 from pnref._progress import ProgressBar
+from pnref.nn import layers
 from pnref.nn.data import Dataset, iterate_minibatches
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
@@ -54,6 +53,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 def softmax_cross_entropy(logits: Any, labels: np.ndarray) -> Any:
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``.
 
+    One autograd primitive with its hand VJP (`pnref.nn.layers.softmax_cross_entropy`).
+
     ``logits`` is an (N, classes) array, or autograd's traced stand-in for one while a
     gradient is taken (hence ``Any``); the result is a scalar of the same kind.
 
@@ -61,8 +62,7 @@ def softmax_cross_entropy(logits: Any, labels: np.ndarray) -> Any:
     ---------
     loss = mean_i [ logsumexp(logits_i) - logits_i[labels_i] ]
     """
-    picked = logits[np.arange(len(labels)), labels]
-    return anp.mean(logsumexp(logits, axis=1) - picked)
+    return layers.softmax_cross_entropy(logits, labels)
 
 
 @dataclass(frozen=True)
