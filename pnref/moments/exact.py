@@ -471,6 +471,8 @@ def _gelu(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
 
 # --------------------------------------------------------------------------- ELU
 
+_ELU_REGIME_A = -4.0
+_ELU_REGIME_A_S = 0.0
 _ELU_TERMS = 56  # series in s^k I_k / k! with ratio <= 1/2: 2^-56 < 2e-17
 
 
@@ -541,8 +543,17 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     ew = np.exp(lognormal_exponent)  # E e^Z
     one_minus_ew = -np.expm1(lognormal_exponent)
     s2 = s * s
-    vu = np.exp(2.0 * lognormal_exponent) * np.expm1(s2)  # e^(2m + s^2) (e^(s^2) - 1)
-    dvu_ds = 2.0 * s * (vu + np.exp(2.0 * lognormal_exponent + s2))
+    # Var u = e^(2m + s^2) (e^(s^2) - 1) = e^(2m + 2s^2) (1 - e^(-s^2)): the second form keeps
+    # the exponent of the result in one exp (e^(2m + s^2) alone underflows first: m/s = -36,
+    # s = 14 gave Var u = 0 and a negative variance), with 2m + 2s^2 formed in double-double
+    # (its rounding, eps |2m| ~ 1e-13 at m = -500, would be the relative error of Var u).
+    square_hi, square_lo = two_prod(s, s)
+    exponent_hi, exponent_lo = two_sum(2.0 * m, 2.0 * square_hi)
+    exponent_lo = exponent_lo + 2.0 * square_lo
+    inside = exponent_hi <= 0.0  # always true where regime B1 is used
+    e2 = np.exp(np.where(inside, exponent_hi, 0.0)) * np.exp(np.where(inside, exponent_lo, 0.0))
+    vu = e2 * -np.expm1(-s2)  # e^(2m + 2s^2) (1 - e^(-s^2))
+    dvu_ds = 2.0 * s * (vu + e2)  # d/ds: 2s e^(2m+s^2) (2 e^(s^2) - 1) = 2s (Var u + e^(2m+2s^2))
     dk1_ds = s * q1 + pdf
     dk2_dm = 2.0 * d21
     dk2_ds = 2.0 * s * (2.0 * d21 + q1)
@@ -574,7 +585,7 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     dvh_dm_b2 = d_total(dq_dm, dp1_dm, dp2_dm, dh1_dm)
     dvh_ds_b2 = d_total(dq_ds, dp1_ds, dp2_ds, dh1_ds)
 
-    regime_a = a >= -4.0
+    regime_a = (a >= _ELU_REGIME_A) | ((a >= -4.0) & (s < _ELU_REGIME_A_S))
     regime_b1 = ~regime_a & (a + 2.0 * s < -2.0)
 
     def pick(value_a, value_b1, value_b2):

@@ -76,11 +76,16 @@ def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normal_pdf(x: np.ndarray) -> np.ndarray:
-    """phi(x) with x^2/2 formed exactly: x = hi + lo, hi on a 2^-20 grid."""
-    hi = np.round(x * 1048576.0) / 1048576.0
-    lo = x - hi
-    with np.errstate(over="ignore"):  # hi^2 = inf for |x| > 1e154: exp(-inf) = 0, right
-        return np.exp(-0.5 * hi * hi) * np.exp(-0.5 * lo * (hi + x)) * _INV_SQRT_2PI
+    """phi(x) with x^2/2 formed exactly: x = hi + lo, hi on a 2^-20 grid.
+
+    x^2/2 = hi^2/2 + y, y = lo (hi + x)/2, |y| < 2^-21 * 40; exp(-y) by its cubic Taylor
+    polynomial (remainder y^4/24 < 1e-23). |x| is clipped at 40, where phi is 0 in float64.
+    """
+    xc = np.clip(x, -40.0, 40.0)
+    hi = np.round(xc * 1048576.0) / 1048576.0
+    y = 0.5 * (xc - hi) * (hi + xc)
+    correction = 1.0 - y * (1.0 - y * (0.5 - y * (1.0 / 6.0)))
+    return np.exp(-0.5 * hi * hi) * correction * _INV_SQRT_2PI
 
 
 def nodes(m: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,13 +144,13 @@ def nodes(m: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     points += [k + d for d in short_d]
     rest = points[-1]
     points += [rest + (reach - rest) * (i / SHORT_PIECES) for i in range(1, SHORT_PIECES + 1)]
-    x_parts, w_parts = [], []
-    for lo, hi in zip(points[:-1], points[1:], strict=True):
-        half = 0.5 * (hi - lo)
-        x = sign[..., None] * (0.5 * (lo + hi)[..., None] + half[..., None] * t)
-        x_parts.append(x)
-        w_parts.append(np.abs(half)[..., None] * omega * _normal_pdf(x))
-    return np.concatenate(x_parts, axis=-1), np.concatenate(w_parts, axis=-1)
+    edges = np.stack(np.broadcast_arrays(*points), axis=-1)  # S + (PIECES + 1,)
+    half = 0.5 * (edges[..., 1:] - edges[..., :-1])
+    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
+    x = sign[..., None, None] * (mid[..., None] + half[..., None] * t)
+    w = np.abs(half)[..., None] * omega * _normal_pdf(x)
+    shape = x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
+    return x.reshape(shape), w.reshape(shape)
 
 
 def _sigmoid_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -280,22 +285,25 @@ def _right_offset_derivative(act):
     return None
 
 
-def _derivative_offsets(act, z: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """D = f'(z) - K' and K', K' the limit of f' on the side of m (right where m > 0).
+def _derivative_offsets(act, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
+                        right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """D(z) = f'(z) - K', K' and D(m); K' is the limit of f' on the side of m (right: m > 0).
 
-    K' is 0 or 1 or alpha; for f' -> 1 as z -> +inf the offset is formed without cancellation
-    (`_right_offset_derivative`), so that E[f'(Z) X] = E[D X] keeps its relative accuracy when
-    f' is 1 to within rounding over the Gaussian's mass (softplus at m/s = 30).
+    K' is 0, 1 or alpha; where f' -> 1 as z -> +inf the offset is formed without
+    cancellation (`_right_offset_derivative`), so that E[f'(Z) X] = E[D X] keeps its relative
+    accuracy when f' is 1 to within rounding over the Gaussian's mass (softplus at m/s = 30).
     """
-    df = act.df(z)
     left_limit = float(act.df(np.array(-1e300)))
     right_limit = float(act.df(np.array(1e300)))
     limit = np.where(right, right_limit, left_limit)
-    offset = df - limit
+    offset = df_z - limit
+    offset_m = act.df(m) - limit
     special = _right_offset_derivative(act)
-    if special is not None:
-        offset = np.where(right, special(z), offset)
-    return offset, limit
+    if special is not None and np.any(right):
+        rows = np.flatnonzero(right[:, 0])
+        offset[rows] = special(z[rows])
+        offset_m[rows] = special(m[rows])
+    return offset, limit, offset_m
 
 
 def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarray, ...]:
@@ -331,7 +339,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
 
         mu = f(m) + sum w Delta,  v = sum w (Delta - sum w Delta)^2,
         dmu/dm = K' + sum w D,
-        dmu/ds = s sum w f''(Z_j) + sum_kinks J phi(-m/s)   (kinked f, or s <= 0.5)
+        dmu/ds = s sum w f''(Z_j) + sum_kinks J phi(-m/s)   (s <= 0.5, or kinked f, m <= 0)
                = sum w D_j x_j                              (otherwise),
         dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),  E_j = f'(Z_j) - f'(m) (the integral
                 of f'' over [m, Z_j] for |s x_j| <= 0.1 on one side of every kink),
@@ -339,7 +347,9 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
 
     Stein's identity E[f'(Z) X] = s E f''(Z) (plus J phi(c) at a kink with jump J) keeps
     dmu/ds relative at small s, where E[f' X] = O(s) is a sum of O(1) terms; for large s
-    the direct form avoids the cancellation of the odd f'' around c.
+    the direct form avoids the cancellation of the odd f'' around c, and for a kinked f with
+    m > 0 the cancellation between s E f'' and a negative jump (ELU with alpha > 1): there D
+    vanishes on the side of m, and every term of sum w D x has the same sign.
     """
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
@@ -355,9 +365,9 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         f_m = act.f(mb)
         delta = difference(mb, d, z)
         short = np.abs(d) <= _SHORT_STEP
+        m_nodes = np.broadcast_to(mb, z.shape)
         if integral_for_f and np.any(short):
-            delta = np.where(short, _integral_difference(act.df, mb, np.where(short, d, 0.0)),
-                             delta)
+            delta[short] = _integral_difference(act.df, m_nodes[short], d[short])
         delta_mean = np.sum(wb * delta, axis=-1)
         deviation = delta - delta_mean[:, None]
         outs[0][start:stop] = f_m[:, 0] + delta_mean
@@ -365,36 +375,29 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         if not derivatives:
             continue
         right = mb > 0.0
-        offset, limit = _derivative_offsets(act, z, right)
-        outs[2][start:stop] = limit[:, 0] + np.sum(wb * offset, axis=-1)
-        direct = np.sum(wb * offset * xb, axis=-1)
-        stein = sb[:, 0] * np.sum(wb * act.d2f(z), axis=-1)
-        for kink, jump in zip(act.kinks, act.jumps, strict=True):
-            a, residual = ratio_with_residual(kink - mb[:, 0], sb[:, 0])
-            with np.errstate(over="ignore", invalid="ignore"):
-                correction = np.where(np.abs(a) < 40.0,
-                                      np.exp(-residual * (a + 0.5 * residual)), 1.0)
-            stein = stein + jump * normal_pdf(a) * correction
-        use_stein = (sb[:, 0] <= _STEIN_S) | (not smooth)
-        dmean_ds = np.where(use_stein, stein, direct)
-        outs[3][start:stop] = dmean_ds
         df_z = act.df(z)
-        df_m = act.df(mb)
-        same_side = np.ones(z.shape, dtype=bool)
+        offset, limit, offset_m = _derivative_offsets(act, df_z, z, mb, right)
+        outs[2][start:stop] = limit[:, 0] + np.sum(wb * offset, axis=-1)
+        use_stein = (sb[:, 0] <= _STEIN_S) | ((not smooth) & (mb[:, 0] <= 0.0))
+        dmean_ds = np.sum(wb * offset * xb, axis=-1)
+        if np.any(use_stein):
+            rows = np.flatnonzero(use_stein)
+            stein = sb[rows, 0] * np.sum(wb[rows] * act.d2f(z[rows]), axis=-1)
+            for kink, jump in zip(act.kinks, act.jumps, strict=True):
+                a, residual = ratio_with_residual(kink - mb[rows, 0], sb[rows, 0])
+                correction = np.where(np.abs(a) < 40.0,
+                                      np.exp(-residual * (np.clip(a, -40, 40) + 0.5 * residual)),
+                                      1.0)
+                stein = stein + jump * normal_pdf(a) * correction
+            dmean_ds[rows] = stein
+        outs[3][start:stop] = dmean_ds
+        change = offset - offset_m
+        short_change = short
         for kink in act.kinks:
-            same_side &= (z > kink) == (mb > kink)
-        right_offset = _right_offset_derivative(act)
-        if right_offset is not None:
-            change = np.where(right, right_offset(z) - right_offset(mb), df_z - df_m)
-        else:
-            change = df_z - df_m
-        short_change = short & same_side
+            short_change = short_change & ((z > kink) == (mb > kink))
         if np.any(short_change):
-            change = np.where(
-                short_change,
-                _integral_difference(act.d2f, mb, np.where(short_change, d, 0.0)),
-                change,
-            )
+            change[short_change] = _integral_difference(
+                act.d2f, m_nodes[short_change], d[short_change])
         change_mean = np.sum(wb * change, axis=-1)
         outs[4][start:stop] = 2.0 * np.sum(wb * deviation * (change - change_mean[:, None]),
                                            axis=-1)
