@@ -98,7 +98,7 @@ def _integrate(g, points):
     dps = mp.mp.dps
     for _ in range(12):
         with mp.workdps(15):
-            probe = mp.quad(lambda x: g(x) * mp.npdf(x) / scale, points)
+            probe = mp.quad(lambda x, scale=scale: g(x) * mp.npdf(x) / scale, points)
         if probe == 0:
             return mp.mpf(0)
         if mp.mpf("1e-4") < abs(probe) < mp.mpf("1e4"):

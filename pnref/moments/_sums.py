@@ -70,11 +70,11 @@ def weighted_moments(
         Also return ``dmean_dm, dmean_ds, dvar_dm, dvar_ds``.
     difference : callable, optional
         ``difference(m, d, z) = f(z) - f(m)`` with ``d = s x`` and ``z = m + d`` (formed
-        to a few ulp, see `_steps`), computed without cancellation. The sums always run over f(Z_i) - f(m), with
-        f(m) added back to the mean (so a constant f has variance exactly 0); by
-        default the difference is formed by subtraction, and a cancellation-free one
-        removes the two-pass floor eps |f(m)| / (s |f'(m)|) on the relative error of
-        the variance of a nearly constant f (tanh far from 0 at small s).
+        to a few ulp, see `_steps`), computed without cancellation. The sums always
+        run over f(Z_i) - f(m), with f(m) added back to the mean (so a constant f has
+        variance exactly 0); by default the difference is formed by subtraction, and a
+        cancellation-free one removes the two-pass floor eps |f(m)| / (s |f'(m)|) on
+        the relative error of the variance of a nearly constant f.
 
     Equations
     ---------

@@ -342,7 +342,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         dmu/ds = s sum w f''(Z_j) + sum_kinks J phi(-m/s)   (s <= 0.5, or kinked f, m <= 0)
                = sum w D_j x_j                              (otherwise),
         dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),  E_j = f'(Z_j) - f'(m) (the integral
-                of f'' over [m, Z_j] for |s x_j| <= 0.1 on one side of every kink),
+                of f'' over [m, Z_j] for |s x_j| <= 0.1 on one side of z = 0),
         dv/ds = 2 sum w (Delta - mean)(f'(Z_j) x_j - dmu/ds).
 
     Stein's identity E[f'(Z) X] = s E f''(Z) (plus J phi(c) at a kink with jump J) keeps
@@ -392,9 +392,9 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
             dmean_ds[rows] = stein
         outs[3][start:stop] = dmean_ds
         change = offset - offset_m
-        short_change = short
-        for kink in act.kinks:
-            short_change = short_change & ((z > kink) == (mb > kink))
+        # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): the integral is
+        # only used on one side of 0.
+        short_change = short & ((z > 0.0) == (mb > 0.0))
         if np.any(short_change):
             change[short_change] = _integral_difference(
                 act.d2f, m_nodes[short_change], d[short_change])
