@@ -7,25 +7,23 @@ silu, softplus, ...). In x that point is c = -m/s, and it moves with (m, s): pla
 Gauss-Hermite misses it (no convergence for kinks, and slow convergence once the
 activation varies on a scale 1/s much finer than the Gaussian).
 
-The rule used here (measured in docs/proxy-moments.md, "Quadrature"):
+The rule used here (docs/proxy-moments.md, "Quadrature"), built for c >= 0 and mirrored:
 
-- split the line at c and cut each side where the Gaussian weight has fallen by e^-46
-  from its largest value on that side: with L = sqrt(92) = 9.59, the sides are
-  [-sqrt(c^2 + 92), c] and [c, L] for c < 0, mirrored for c > 0; on each side the
-  piece next to c has width min(6 / s, half the side) (the activation's own scale
-  1/s), and the rest, which holds the Gaussian's bulk, is halved: six pieces;
-- for |c| >= L the point lies outside the Gaussian's mass: [-L, L] in thirds and the
-  far piece [c, sign(c) sqrt(c^2 + 92)] (the 1/|c| scale of the tail beyond a kink)
-  in thirds;
+- graded breakpoints at distances (0.5, 1, 2, 4, 8, 16, 32, 48) / s from c on both sides
+  (the activation's transition and its e^-|z| approach to the asymptotes, down to e^-48),
+  shrunk in proportion when they would not fit in half a side;
+- 8 equal pieces from -L to min(c - 48/s, 4 s + L), L = sqrt(92) = 9.59: the Gaussian's
+  bulk and the tilted centres x = j s (j = 1, 2, 4) where an exponential tail e^(j z) of
+  the activation meets the Gaussian (e^(j s x) phi(x) is a Gaussian centred at j s), one
+  piece from there to the graded points, and 2 pieces on the short side up to
+  sqrt(c^2 + 92), where the Gaussian weight beyond c has fallen by e^-46;
 - on each piece, ``n`` Gauss-Legendre nodes with the Gaussian weight folded into the
-  weights, phi evaluated with x^2 formed exactly;
-- for identity, relu, leaky_relu, elu, tanh and sigmoid the sums run over
-  cancellation-free differences f(m + s x) - f(m).
+  weights, phi evaluated with x^2 formed exactly, and Z = m + s x formed to a few ulp;
+- the sums run over cancellation-free differences f(Z) - f(m) and f'(Z) - f'(m), and
+  f'(Z) minus its limit on the side of m (`_sums`).
 
-The truncation drops a relative e^-46 = 1e-20 of each side's mass. Variance and
-derivatives come from the shared two-pass weighted sums (`pnref.moments._sums`).
-Limits (use the exact method there): ELU at s > 20, GELU at s < 0.01, s > 5 or
-m/s < -5.
+Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 3e-13
+worst relative error of any output at the default n = 32 (tests/test_moments_domain.py).
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from pnref.moments._sums import _steps
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
 
 DEFAULT_N = 32
-"""Nodes per piece (six pieces): 1e-14 for every activation over m in [-5, 5], s in [0.05, 5]."""
+"""Nodes per piece (27 pieces): 3e-13 for every activation over |m|/s <= 40, s in [1e-8, 1e3]."""
 
 CUT = math.sqrt(92.0)
 """Half-width where phi has fallen by e^-46 from its peak."""
@@ -440,7 +438,7 @@ def moments(act, m: np.ndarray, s: np.ndarray, n: int | None = None, seed=None):
     m, s : ndarray
         Broadcast float64 arrays, s >= 0 (s = 0 gives the s -> 0+ limits).
     n : int, optional
-        Nodes per piece (default 32; six pieces).
+        Nodes per piece (default 32; `PIECES` = 27 pieces).
     seed : None
         Unused.
 
