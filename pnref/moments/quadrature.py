@@ -102,8 +102,9 @@ def nodes(m: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     and R = sqrt(k^2 + 92), the breakpoints are
 
     * the long side [-L, k]: graded points k - d_g, d_g = min(g / s, (k + L) g / (2 G)) for
-      g in `GRADES` (G = 48, the last grade); below k - d_G, `UNIFORM_PIECES` equal pieces
-      on [-L, T], T = min(k - d_G, TILT_REACH s + L), and one piece [T, k - d_G];
+      g in `GRADES` (G = 48, the last grade); below k - d_G, `UNIFORM_PIECES` (8) pieces on
+      [-L, T], T = min(k - d_G, TILT_REACH s + L): 3 equal ones on [-L, P] and 5 on [P, T],
+      P = min(L, -L + 3 (T + L) / 8); and one piece [T, k - d_G];
     * the short side [k, R]: graded points k + min(g / s, (R - k) g / (2 G)), then
       `SHORT_PIECES` equal pieces up to R;
 
@@ -137,7 +138,12 @@ def nodes(m: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     short_d = [np.minimum(g * inv_s, 0.5 * short_side * (g / last)) for g in GRADES]
     graded_end = k - long_d[-1]
     top = np.minimum(graded_end, TILT_REACH * s + CUT)
-    points = [-CUT + (top + CUT) * (i / UNIFORM_PIECES) for i in range(UNIFORM_PIECES)]
+    # The uniform pieces in two zones: [-L, P] in 3 and [P, T] in 5, P = min(L, -L + 3/8 (T + L))
+    # (equal pieces while T is small; the Gaussian's bulk in pieces of 6.4 however far T is).
+    split = np.minimum(CUT, -CUT + (top + CUT) * (3.0 / UNIFORM_PIECES))
+    points = [-CUT + (split + CUT) * (i / 3.0) for i in range(3)]
+    rest = UNIFORM_PIECES - 3
+    points += [split + (top - split) * (i / rest) for i in range(rest)]
     points += [top, graded_end, *(k - d for d in reversed(long_d[:-1])), k]
     points += [k + d for d in short_d]
     rest = points[-1]
@@ -257,8 +263,44 @@ def _integral_difference(g, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     return half * total
 
 
-def _sigma(z):
-    return expit(z)
+# Roots r of f' (the minima of gelu, silu, gelu_tanh) as double-doubles: mpmath findroot at
+# 40 digits gives -0.75179152469356445745790494677952404, -1.2784645427610737951093587390229802
+# and -0.75246142207101625848795444328891609; (hi, lo) = (float rounding, remainder).
+_DERIVATIVE_ROOTS = {
+    "gelu": (-0.7517915246935645, 1.4956759177009883e-17),
+    "silu": (-1.2784645427610737, -1.0946994183093437e-16),
+    "gelu_tanh": (-0.7524614220710163, 3.635560509207687e-17),
+}
+_ROOT_REACH = 0.1  # |z - r| below which f' is the integral of f'' from r
+_CRITICAL_S = 0.01  # s below which E f' and Cov(f, f') near r drop their linear part
+
+
+def _first_derivative(act):
+    """f'(m + d) from (m, d), to full relative accuracy also near the root r of f'.
+
+    Near r (|z - r| < 0.1), f'(z) = int_r^z f''(t) dt by `_integral_difference`, with
+    z - r = ((m - r_hi) - r_lo) + d formed without rounding m + d first: the textbook forms
+    (Phi(z) + z phi(z) for gelu) carry an absolute rounding error of about eps there, a
+    relative error eps / |f''(r) (z - r)| that reaches 1e-8 at |z - r| = 1e-8, and so does
+    the rounding of z = m + d itself. f'' has no cancellation near r.
+    """
+    root = _DERIVATIVE_ROOTS.get(act.name)
+
+    def df(m: np.ndarray, d: np.ndarray | float = 0.0) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        z = m + d
+        out = np.array(act.df(z), dtype=np.float64)
+        if root is None:
+            return out
+        root_hi, root_lo = root
+        offset = ((m - root_hi) - root_lo) + d  # m - r_hi is exact near r (Sterbenz)
+        near = np.abs(offset) < _ROOT_REACH
+        if np.any(near):
+            start = np.full(offset[near].shape, root_hi)
+            out[near] = _integral_difference(act.d2f, start, offset[near])
+        return out
+
+    return df
 
 
 def _right_offset_derivative(act):
@@ -283,7 +325,7 @@ def _right_offset_derivative(act):
     return None
 
 
-def _derivative_offsets(act, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
+def _derivative_offsets(act, df, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
                         right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """D(z) = f'(z) - K', K' and D(m); K' is the limit of f' on the side of m (right: m > 0).
 
@@ -295,7 +337,7 @@ def _derivative_offsets(act, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
     right_limit = float(act.df(np.array(1e300)))
     limit = np.where(right, right_limit, left_limit)
     offset = df_z - limit
-    offset_m = act.df(m) - limit
+    offset_m = df(m) - limit
     special = _right_offset_derivative(act)
     if special is not None and np.any(right):
         rows = np.flatnonzero(right[:, 0])
@@ -352,6 +394,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
     difference = _difference_for(act)
+    df = _first_derivative(act)
     smooth = not act.kinks and act.name not in ("identity",)
     integral_for_f = act.name in ("gelu", "gelu_tanh", "silu")
     block = max(1, _BLOCK_ELEMENTS // x.shape[-1])
@@ -365,7 +408,12 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         short = np.abs(d) <= _SHORT_STEP
         m_nodes = np.broadcast_to(mb, z.shape)
         if integral_for_f and np.any(short):
-            delta[short] = _integral_difference(act.df, m_nodes[short], d[short])
+            # int_m^(m+d) f' with f' at m + d (1 + t_j) / 2 from (m, d): accurate near its root
+            m_short, half = m_nodes[short], 0.5 * d[short]
+            total = np.zeros(half.shape)
+            for node, weight in zip(_SHORT_NODES, _SHORT_WEIGHTS, strict=True):
+                total = total + weight * df(m_short, half * (1.0 + node))
+            delta[short] = half * total
         delta_mean = np.sum(wb * delta, axis=-1)
         deviation = delta - delta_mean[:, None]
         outs[0][start:stop] = f_m[:, 0] + delta_mean
@@ -373,8 +421,8 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         if not derivatives:
             continue
         right = mb > 0.0
-        df_z = act.df(z)
-        offset, limit, offset_m = _derivative_offsets(act, df_z, z, mb, right)
+        df_z = df(mb, d)
+        offset, limit, offset_m = _derivative_offsets(act, df, df_z, z, mb, right)
         outs[2][start:stop] = limit[:, 0] + np.sum(wb * offset, axis=-1)
         use_stein = (sb[:, 0] <= _STEIN_S) | ((not smooth) & (mb[:, 0] <= 0.0))
         dmean_ds = np.sum(wb * offset * xb, axis=-1)
@@ -399,6 +447,24 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         change_mean = np.sum(wb * change, axis=-1)
         outs[4][start:stop] = 2.0 * np.sum(wb * deviation * (change - change_mean[:, None]),
                                            axis=-1)
+        root = _DERIVATIVE_ROOTS.get(act.name)
+        if root is not None:
+            # Near a root r of f' at small s, E f' = f'(m) + O(s^2) and Cov(f, f') are sums
+            # whose O(s) terms (odd in x) cancel to 1e-8 of their size: take the linear part
+            # f''(m) d out of E_j and add back its exact expectation (E X = 0, and
+            # Cov(f, s X) = s^2 E f' by Stein's identity).
+            critical = (np.abs(mb[:, 0] - root[0]) < 0.5) & (sb[:, 0] <= _CRITICAL_S)
+            if np.any(critical):
+                rows = np.flatnonzero(critical)
+                curvature = act.d2f(mb[rows])
+                residual = change[rows] - curvature * d[rows]
+                residual_mean = np.sum(wb[rows] * residual, axis=-1)
+                dmean_dm = df(mb[rows, 0]) + residual_mean
+                outs[2][start + rows] = dmean_dm
+                outs[4][start + rows] = 2.0 * (
+                    np.sum(wb[rows] * deviation[rows] * (residual - residual_mean[:, None]),
+                           axis=-1)
+                    + curvature[:, 0] * sb[rows, 0] ** 2 * dmean_dm)
         outs[5][start:stop] = 2.0 * np.sum(
             wb * deviation * (df_z * xb - dmean_ds[:, None]), axis=-1)
     return tuple(outs)
