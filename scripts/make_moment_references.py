@@ -4,7 +4,7 @@ The values come from `tests/mp_moments.py` (mpmath quadrature at 30+ digits with
 tilted breakpoints and rescaled tolerances; none of pnref's code). Deterministic (seeded);
 run from the repository root:
 
-    .venv/bin/python scripts/make_moment_references.py      # about 15 minutes, one process
+    .venv/bin/python scripts/make_moment_references.py   # 49 minutes on the loaded 2-core machine
 
 Grid, for every activation and parameter (14 variants): five regions,
 
