@@ -14,7 +14,7 @@ Methods (each a module of this package exposing ``moments`` and
 - ``"exact"``: closed forms (`pnref.moments.exact`), for the activations in
   ``exact.SUPPORTED``.
 - ``"quadrature"``: split Gauss-Legendre in the standard normal variable
-  (`pnref.moments.quadrature`), ``n`` nodes per piece (six pieces, default 32).
+  (`pnref.moments.quadrature`), ``n`` nodes per piece (27 pieces, default 32).
 - ``"quantile"``: the official estimator, ``n`` deterministic quantile points
   (default 200) (`pnref.moments.quantile`).
 - ``"montecarlo"``: ``n`` seeded normal draws (default 100000, seed default 0)

@@ -12,12 +12,36 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pnref.moments._special import two_prod
+
 __all__ = ["weighted_moments"]
 
 # Work on blocks of channels so that a block's (channels x points) arrays stay near this
 # many float64 numbers (16 MB): Monte Carlo with 1e5 draws and 1024 channels would
 # otherwise allocate 800 MB per temporary.
 _BLOCK_ELEMENTS = 2_000_000
+
+
+def _steps(m: np.ndarray, s: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d = s x and Z = m + s x with Z correct to a few ulp of itself.
+
+    Equations
+    ---------
+    With s x = p + e exactly (Dekker's two-product), Z = fl(fl(m + p) + e). Near the split
+    point x = -m/s, m + p cancels (Sterbenz: exactly), and e carries the rounding of s x that a
+    plain m + s x would leave in Z as an error of eps |m| (1e-11 at m = -4e4 against Z = 1).
+    """
+    d = s * x
+    z = m + d
+    # Only where m + s x can cancel: |m| > 2 s (|x| up to 40), and both factors small enough
+    # for Dekker's product.
+    m_b, s_b = np.broadcast_to(m, z.shape), np.broadcast_to(s, z.shape)
+    x_b = np.broadcast_to(x, z.shape)
+    exact = (np.abs(m_b) > 2.0 * np.abs(s_b)) & (np.abs(s_b) < 1.0e150) & (np.abs(x_b) < 1.0e150)
+    if np.any(exact):
+        p, e = two_prod(s_b[exact], x_b[exact])
+        z[exact] = (m_b[exact] + p) + e
+    return d, z
 
 
 def weighted_moments(
@@ -45,12 +69,12 @@ def weighted_moments(
     derivatives : bool
         Also return ``dmean_dm, dmean_ds, dvar_dm, dvar_ds``.
     difference : callable, optional
-        ``difference(m, d) = f(m + d) - f(m)`` computed without cancellation (and
-        without rounding m + d first). The sums always run over f(Z_i) - f(m), with
-        f(m) added back to the mean (so a constant f has variance exactly 0); by
-        default the difference is formed by subtraction, and a cancellation-free one
-        removes the two-pass floor eps |f(m)| / (s |f'(m)|) on the relative error of
-        the variance of a nearly constant f (tanh far from 0 at small s).
+        ``difference(m, d, z) = f(z) - f(m)`` with ``d = s x`` and ``z = m + d`` (formed
+        to a few ulp, see `_steps`), computed without cancellation. The sums always
+        run over f(Z_i) - f(m), with f(m) added back to the mean (so a constant f has
+        variance exactly 0); by default the difference is formed by subtraction, and a
+        cancellation-free one removes the two-pass floor eps |f(m)| / (s |f'(m)|) on
+        the relative error of the variance of a nearly constant f.
 
     Equations
     ---------
@@ -91,9 +115,8 @@ def weighted_moments(
         wb = None
         if w_flat is not None:
             wb = w_flat[start:stop] if w_flat.ndim > 1 else w_flat[None, :]
-        step = s_flat[start:stop, None] * xb
         centre = m_flat[start:stop]
-        z = centre[:, None] + step
+        step, z = _steps(centre[:, None], s_flat[start:stop, None], xb)
         # Sums run over f(Z_i) - f(m): a constant f then has variance exactly 0 (with
         # f itself, the rounding of the weights' sum would leave (eps f)^2), and a known
         # cancellation-free difference removes the two-pass floor as well.
@@ -101,7 +124,7 @@ def weighted_moments(
         if difference is None:
             shifted = act.f(z) - f_centre[:, None]
         else:
-            shifted = difference(centre[:, None], step)
+            shifted = difference(centre[:, None], step, z)
         shifted_mean = wsum(shifted, wb)
         deviation = shifted - shifted_mean[:, None]
         mean = f_centre + shifted_mean

@@ -404,14 +404,21 @@ def _taylor_weights(terms: int) -> list[list[float]]:
 _TAYLOR_WEIGHTS = _taylor_weights(_GELU_TAYLOR_TERMS)
 
 
-def _gelu_taylor_variance(m, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Heat-kernel series var = sum_k s^(2k) / (2^k k!) c_k(m) and its m, s derivatives.
+def _gelu_taylor_variance(m, s) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Heat-kernel series var = sum_k s^(2k) / (2^k k!) c_k(m), its m, s derivatives, and E f'.
 
     c_k = sum_(l=1)^(2k-1) [C(2k, l) - [l even] C(k, l/2)] f^(l) f^(2k-l): the f f^(2k) terms
     cancel exactly in the algebra, so the sum has no numerical cancellation when f(m) is
     large compared with the variance.
     """
     d = [None, *_gelu_derivatives_at(m, 2 * _GELU_TAYLOR_TERMS + 1)]  # d[n] = f^(n)(m)
+    # E f'(m + s X) = sum_k s^(2k) / (2^k k!) f^(2k+1)(m): near GELU's minimum f'(m) is
+    # tiny and the closed form Phi(h) + phi(h) m / t0^3 loses its sign (m = r, s = 1e-8).
+    dmean_dm = d[1].copy()
+    factor = np.ones_like(s)
+    for k in range(1, _GELU_TAYLOR_TERMS):
+        factor = factor * (s * s) / (2.0 * k)
+        dmean_dm = dmean_dm + factor * d[2 * k + 1]
     var = np.zeros_like(m)
     dvar_dm = np.zeros_like(m)
     dvar_ds = np.zeros_like(m)
@@ -427,7 +434,7 @@ def _gelu_taylor_variance(m, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         power = power * s2
         var += power * c
         dvar_dm += power * c_m
-    return var, dvar_dm, dvar_ds
+    return var, dvar_dm, dvar_ds, dmean_dm
 
 
 def _gelu(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -460,10 +467,12 @@ def _gelu(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
     )
     taylor = (s <= _GELU_TAYLOR_S) & (s * np.abs(m) <= _GELU_TAYLOR_SPREAD)
     if np.any(taylor):
-        t_var, t_dvar_dm, t_dvar_ds = _gelu_taylor_variance(m[taylor], s[taylor])
+        t_var, t_dvar_dm, t_dvar_ds, t_dmean_dm = _gelu_taylor_variance(m[taylor], s[taylor])
         var = var.copy()
         dvar_dm = dvar_dm.copy()
         dvar_ds = dvar_ds.copy()
+        dmean_dm = np.array(dmean_dm, dtype=np.float64)
+        dmean_dm[taylor] = t_dmean_dm
         var[taylor] = t_var
         dvar_dm[taylor] = t_dvar_dm
         dvar_ds[taylor] = t_dvar_ds
@@ -472,6 +481,12 @@ def _gelu(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
 
 # --------------------------------------------------------------------------- ELU
 
+# Regime A (H2 - H1^2) for a >= -1, or a >= -4 with s < 1. For s >= 1 and a in [-4, -1) the
+# event Z < 0 has probability near 1 and H1, H2 are both near 1: H2 - H1^2 cancels (3e-13 on
+# var and 5.6e-13 on dvar/dm at a = -3.95, s = 5); regime B2 (a + 2s >= -2 holds there) has
+# only nonnegative terms (measured against mpmath on a in [-3.95, -1], s in [0.7, 20]: 5e-15).
+_ELU_REGIME_A = -1.0
+_ELU_REGIME_A_S = 1.0
 _ELU_TERMS = 56  # series in s^k I_k / k! with ratio <= 1/2: 2^-56 < 2e-17
 
 
@@ -506,7 +521,7 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
         )
     p1, p2 = p
 
-    # Regime A, a >= -4: Var h = H2 - H1^2 (H1^2 <= 20 H2 here); H1, H2 as series in s when
+    # Regime A (a >= -1, or a >= -4 with s < 1): Var h = H2 - H1^2; H1, H2 as series in s when
     # 2 s rho <= 1/4 (rho = I_1/I_0, the mean of the tail variable), else as differences.
     ints_a = tail_integrals(np.maximum(a, -4.0), _ELU_TERMS)
     rho = ints_a[1] / ints_a[0]
@@ -523,7 +538,7 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     dvh_dm_a = 2.0 * (h2 - h1 * (1.0 - p1))
     dvh_ds_a = 2.0 * s * (2.0 * p2 - p1) - 2.0 * h1 * (pdf - s * p1)
 
-    # Regime B1, a < -4 and a + 2s < -2: h = (1 - e^Z) + (e^Z - 1) 1(Z > 0) = u + k, u
+    # Regime B1, a < -4 and a + 2s < -2 (outside A): h = (1 - e^Z) + (e^Z - 1) 1(Z > 0) = u + k, u
     # lognormal (Var u exact), k small; Var h = Var u - K2 - K1^2 - 2 (1 - E e^Z) K1.
     x = np.maximum(-a, 4.0)
     ints_b = tail_integrals(x, _ELU_TERMS)
@@ -542,8 +557,17 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     ew = np.exp(lognormal_exponent)  # E e^Z
     one_minus_ew = -np.expm1(lognormal_exponent)
     s2 = s * s
-    vu = np.exp(2.0 * lognormal_exponent) * np.expm1(s2)  # e^(2m + s^2) (e^(s^2) - 1)
-    dvu_ds = 2.0 * s * (vu + np.exp(2.0 * lognormal_exponent + s2))
+    # Var u = e^(2m + s^2) (e^(s^2) - 1) = e^(2m + 2s^2) (1 - e^(-s^2)): the second form keeps
+    # the exponent of the result in one exp (e^(2m + s^2) alone underflows first: m/s = -36,
+    # s = 14 gave Var u = 0 and a negative variance), with 2m + 2s^2 formed in double-double
+    # (its rounding, eps |2m| ~ 1e-13 at m = -500, would be the relative error of Var u).
+    square_hi, square_lo = two_prod(s, s)
+    exponent_hi, exponent_lo = two_sum(2.0 * m, 2.0 * square_hi)
+    exponent_lo = exponent_lo + 2.0 * square_lo
+    inside = exponent_hi <= 0.0  # always true where regime B1 is used
+    e2 = np.exp(np.where(inside, exponent_hi, 0.0)) * np.exp(np.where(inside, exponent_lo, 0.0))
+    vu = e2 * -np.expm1(-s2)  # e^(2m + 2s^2) (1 - e^(-s^2))
+    dvu_ds = 2.0 * s * (vu + e2)  # d/ds: 2s e^(2m+s^2) (2 e^(s^2) - 1) = 2s (Var u + e^(2m+2s^2))
     dk1_ds = s * q1 + pdf
     dk2_dm = 2.0 * d21
     dk2_ds = 2.0 * s * (2.0 * d21 + q1)
@@ -554,7 +578,7 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     )
     h1_b1 = one_minus_ew + k1
 
-    # Regime B2, a < -4 and a + 2s >= -2 (s >= 1): total variance over the event Z < 0,
+    # Regime B2, outside A with a + 2s >= -2 (s >= 1): total variance over the event Z < 0,
     # Var h = (P2 - P1^2 / q) + (1 - q) H1^2 / q, both terms >= 0 and well separated.
     h1_b2 = q - p1
     dq_dm, dq_ds = -pdf / s, pdf * a / s
@@ -575,7 +599,7 @@ def _elu(m: np.ndarray, s: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
     dvh_dm_b2 = d_total(dq_dm, dp1_dm, dp2_dm, dh1_dm)
     dvh_ds_b2 = d_total(dq_ds, dp1_ds, dp2_ds, dh1_ds)
 
-    regime_a = a >= -4.0
+    regime_a = (a >= _ELU_REGIME_A) | ((a >= -4.0) & (s < _ELU_REGIME_A_S))
     regime_b1 = ~regime_a & (a + 2.0 * s < -2.0)
 
     def pick(value_a, value_b1, value_b2):

@@ -1,0 +1,92 @@
+"""Write tests/data/moment_references.csv: proxy moments over the whole domain, by mpmath.
+
+The values come from `tests/mp_moments.py` (mpmath quadrature at 30+ digits with offsets,
+tilted breakpoints and rescaled tolerances; none of pnref's code). Deterministic (seeded);
+run from the repository root:
+
+    .venv/bin/python scripts/make_moment_references.py   # 49 minutes on the loaded 2-core machine
+
+Grid, for every activation and parameter (14 variants): five regions,
+
+- centre:    m uniform in [-3, 3], s log-uniform in [0.05, 3]        (3 points)
+- far_left:  m/s uniform in [-40, -10], s log-uniform in [0.3, 100]  (3 points)
+- far_right: m/s uniform in [10, 40], s log-uniform in [0.3, 100]    (2 points)
+- tiny_s:    m uniform in [-3, 3], s log-uniform in [1e-8, 1e-4]     (2 points)
+- huge_s:    m/s uniform in [-40, 40], s log-uniform in [30, 1e3]    (3 points)
+
+plus the points named in issue 13 (region "issue"). Columns: activation, alpha (empty when
+none), region, m, s, mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds (float repr, the
+mpmath values rounded once to float64).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from mp_moments import reference_float  # noqa: E402
+
+OUT = ROOT / "tests" / "data" / "moment_references.csv"
+COLUMNS = ("activation", "alpha", "region", "m", "s", "mean", "var", "dmean_dm", "dmean_ds",
+           "dvar_dm", "dvar_ds")
+VARIANTS = (("identity", None), ("relu", None), ("leaky_relu", 0.01), ("leaky_relu", 0.2),
+            ("elu", 1.0), ("elu", 0.2), ("elu", 0.5), ("elu", 2.0), ("gelu", None),
+            ("gelu_tanh", None), ("silu", None), ("softplus", None), ("tanh", None),
+            ("sigmoid", None))
+ISSUE_POINTS = (("elu", 1.0, -19.75, 5.0), ("elu", 1.0, -505.9, 13.96),
+                ("elu", 0.5, -574.81, 16.02), ("gelu", None, -0.7517915246935645, 1e-8),
+                ("relu", None, 2.7533, 0.35608), ("relu", None, 22.0 * 0.5, 0.5),
+                ("silu", None, 0.3, 1000.0), ("softplus", None, 0.4, 1000.0),
+                ("softplus", None, 0.5, 1e-8), ("tanh", None, -30.0, 3.0),
+                ("sigmoid", None, -60.0, 4.0), ("gelu_tanh", None, -45.0, 3.5))
+
+
+def grid(seed: int = 13) -> list[tuple[str, float | None, str, float, float]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def logu(lo, hi):
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+    for name, alpha in VARIANTS:
+        for _ in range(3):
+            rows.append((name, alpha, "centre", float(rng.uniform(-3, 3)), logu(0.05, 3)))
+        for _ in range(3):
+            s = logu(0.3, 100)
+            rows.append((name, alpha, "far_left", float(rng.uniform(-40, -10)) * s, s))
+        for _ in range(2):
+            s = logu(0.3, 100)
+            rows.append((name, alpha, "far_right", float(rng.uniform(10, 40)) * s, s))
+        for _ in range(2):
+            rows.append((name, alpha, "tiny_s", float(rng.uniform(-3, 3)), logu(1e-8, 1e-4)))
+        for _ in range(3):
+            s = logu(30, 1e3)
+            rows.append((name, alpha, "huge_s", float(rng.uniform(-40, 40)) * s, s))
+    rows += [(name, alpha, "issue", m, s) for name, alpha, m, s in ISSUE_POINTS]
+    return rows
+
+
+def main() -> None:
+    rows = grid()
+    start = time.time()
+    with OUT.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for i, (name, alpha, region, m, s) in enumerate(rows):
+            values = reference_float(name, alpha, m, s)
+            writer.writerow([name, "" if alpha is None else repr(alpha), region, repr(m),
+                             repr(s), *(repr(v) for v in values)])
+            handle.flush()
+            print(f"{i + 1}/{len(rows)} {name} {region} {time.time() - start:.0f}s",
+                  file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
