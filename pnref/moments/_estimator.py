@@ -21,9 +21,10 @@ things stand between float64 and that:
      softplus) by subtraction where that is accurate (the difference is at least 1/64
      of the values it is formed from, so at most ~7 bits are lost), on their right side
      after removing the linear part z (the residual f(z) - z and slope f'(z) - 1 are
-     exponentially small and kept to full relative precision), and otherwise by
-     Taylor's formula with integral remainder, evaluated by 20-node Gauss-Legendre on
-     [0, 1] in up to two pieces:
+     exponentially small and kept to full relative precision), and otherwise (and for
+     every step |d| <= 1/8) by Taylor's formula with integral remainder, evaluated by
+     20-node Gauss-Legendre on [0, 1] in up to two pieces, with d f'(m) kept as an exact
+     product (two floats) so that it cancels exactly over symmetric points:
 
          g = d f'(m) + d^2 int_0^1 (1 - t) f''(m + t d) dt,
          h = d int_0^1 f''(m + t d) dt.
@@ -62,6 +63,10 @@ _ACCEPT = 64.0
 _PIECE = 2.0
 _NODES = 20
 _TAYLOR_LIMIT = 2 * _PIECE  # beyond this the difference is large enough to subtract
+# Steps this short always take Taylor's form: there g is mostly its odd part d f'(m), which
+# cancels over symmetric points, and the even rest (the mean's share when f(m) ~ 0, e.g.
+# SiLU at m = 0, s = 1e-8) must not inherit the rounding of f(m + d) (1e-9 relative seen).
+_SHORT_STEP = 0.125
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
 _GL_T = 0.5 * (_GL_X + 1.0)  # nodes on [0, 1]
@@ -121,6 +126,22 @@ def accurate_sum(values: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- differences
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p = fl(a b) and its rounding error (Dekker's splitting; a b = p + e exactly)."""
+    product = a * b
+
+    def split(x):
+        big = 134217729.0 * x  # 2^27 + 1
+        high = big - (big - x)
+        return high, x - high
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        a_hi, a_lo = split(a)
+        b_hi, b_lo = split(b)
+        error = ((a_hi * b_hi - product) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return product, np.where(np.isfinite(error), error, 0.0)
 
 
 def _exp_factor(a, b):
@@ -238,20 +259,26 @@ def _smooth_pair(act, z, m, d):
     g_base = np.where(right, np.abs(r_z) + np.abs(r_m), np.abs(f_z) + np.abs(f_m))
     h = np.where(right, r1_z - r1_m, df_z - df_m)
     h_base = np.where(right, np.abs(r1_z) + np.abs(r1_m), np.abs(df_z) + np.abs(df_m))
+    short = np.abs(d) <= _SHORT_STEP
     small = np.abs(d) <= _TAYLOR_LIMIT
-    redo = small & ((_ACCEPT * np.abs(g) < g_base) | (_ACCEPT * np.abs(h) < h_base))
+    redo = small & ((_ACCEPT * np.abs(g) < g_base) | (_ACCEPT * np.abs(h) < h_base) | short)
+    g_low = np.zeros_like(g)
     if np.any(redo):
         m_r, d_r = m[redo], d[redo]
         remainder, slope_change = _taylor(act, m_r, d_r)
-        g_taylor = d_r * df_m[redo] + d_r * remainder
-        g_bad = _ACCEPT * np.abs(g[redo]) < g_base[redo]
-        h_bad = _ACCEPT * np.abs(h[redo]) < h_base[redo]
-        g[redo] = np.where(g_bad, g_taylor, g[redo])
+        # g = d f'(m) + d * remainder as a pair (high, low): the linear term is odd in d,
+        # and on symmetric points it must cancel to far below the even remainder.
+        linear, linear_error = _two_product(d_r, df_m[redo])
+        g_high, g_error = _two_sum(linear, d_r * remainder)
+        g_bad = (_ACCEPT * np.abs(g[redo]) < g_base[redo]) | short[redo]
+        h_bad = (_ACCEPT * np.abs(h[redo]) < h_base[redo]) | short[redo]
+        g[redo] = np.where(g_bad, g_high, g[redo])
+        g_low[redo] = np.where(g_bad, g_error + linear_error, 0.0)
         h[redo] = np.where(h_bad, slope_change, h[redo])
-    return g, h
+    return g, h, g_low
 
 
-def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
     """g = f(m + d) - f(m) and h = f'(m + d) - f'(m), elementwise, without cancellation.
 
     Parameters
@@ -263,8 +290,10 @@ def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     Returns
     -------
-    g, h : ndarray
-        ``f'`` is the left derivative at a kink, as `Activation.df`.
+    g, h, g_low : ndarray
+        ``f'`` is the left derivative at a kink, as `Activation.df`; ``g + g_low`` is g
+        to about twice float64's precision where g came from Taylor's formula (``g_low``
+        is 0 elsewhere).
 
     Equations
     ---------
@@ -283,6 +312,7 @@ def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarr
     z = m + d
     name = act.name
     with np.errstate(invalid="ignore", over="ignore"):
+        g_low = np.zeros_like(d)
         if name == "identity":
             g, h = d.copy(), np.zeros_like(d)
         elif name == "relu":
@@ -296,7 +326,7 @@ def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarr
         elif name == "sigmoid":
             g, h = _sigmoid_pair(z, m, d)
         else:
-            g, h = _smooth_pair(act, z, m, d)
+            g, h, g_low = _smooth_pair(act, z, m, d)
     # d = 0 (s = 0) is an exact zero difference whatever the formula's sign conventions;
     # NaN propagates from m or d.
     nan = np.isnan(z)
@@ -304,7 +334,8 @@ def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarr
     h = np.where(d == 0.0, 0.0, h)
     g = np.where(nan, np.nan, g)
     h = np.where(nan, np.nan, h)
-    return g.reshape(shape), h.reshape(shape)
+    g_low = np.where(d == 0.0, 0.0, g_low)
+    return g.reshape(shape), h.reshape(shape), g_low.reshape(shape)
 
 
 # ----------------------------------------------------------------------- the estimator
@@ -355,8 +386,8 @@ def sample_moments(act, m: np.ndarray, s: np.ndarray, x: np.ndarray,
         stop = min(start + block, m_flat.size)
         centre = m_flat[start:stop]
         step = s_flat[start:stop, None] * x[None, :]
-        g, h = differences(act, np.broadcast_to(centre[:, None], step.shape), step)
-        g_bar = accurate_sum(g) / n
+        g, h, g_low = differences(act, np.broadcast_to(centre[:, None], step.shape), step)
+        g_bar = (accurate_sum(g) + accurate_sum(g_low)) / n
         deviation = g - g_bar[:, None]
         flat[0][start:stop] = act.f(centre) + g_bar
         flat[1][start:stop] = accurate_sum(deviation * deviation) / n
