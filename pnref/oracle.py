@@ -29,7 +29,11 @@ Numerical care (docs/proxy-moments.md, "The oracle"):
 - constants (alpha, 0.044715, pi) are built at the working precision from decimal
   strings; the variance is two-pass, E[(f - mean)^2];
 - for s < 1e-3 the working precision is raised so that f - mean (of size s |f'|) keeps
-  ``dps`` digits.
+  ``dps`` digits;
+- adaptive precision: the digits that f(Z) - mean loses to cancellation (the ratio of
+  |E f| to the standard deviation: 33 digits for tanh at m = -40, s = 1) are measured on
+  a first pass and added to the working precision before the final pass, so the
+  variance and its derivatives keep ``dps`` digits however small they are.
 
 Requires mpmath (a test dependency; pnref itself does not import this module).
 """
@@ -272,6 +276,53 @@ def moments(
         raise ValueError(f"s must be > 0, got {s}")
     # f - mean has size s |f'|: keep dps digits of it when s is small.
     work = dps + 10 + max(0, math.ceil(-math.log10(s)))
+    # Adaptive precision: f(Z) - mean loses log10(|E r| / sqrt(var)) digits to
+    # cancellation (tanh at m = -40: f = -1 + 2 e^(2Z), var 4e-66, 33 digits; at 40
+    # working digits var came out 2e-17 and d(var) 1e-11 wrong). Measure the loss from a
+    # first pass and redo the pass with that many more digits, until none is missing.
+    for _ in range(8):
+        mean_r, var, lost = _centred_pass(name, alpha, m, s, work)
+        need = dps + 10 + max(0, math.ceil(-math.log10(s))) + lost
+        if work >= need:
+            break
+        work = need + 5
+    else:  # pragma: no cover - the loss is bounded for every activation on finite input
+        raise ArithmeticError(f"oracle.moments({name!r}, {m!r}, {s!r}): precision did not settle")
+    with mp.workdps(work):
+        f, df, kinks = activation_functions(name, alpha)
+        mm, ss = mp.mpf(m), mp.mpf(s)
+        points = _breakpoints(mm, ss, kinks)
+
+        def expect(g):
+            return _integrate(lambda x: g(x, mm + ss * x) * mp.npdf(x), points, work)
+
+        c, r, dr = _residual(name, f, df, mm)
+        slope = dr(mm)
+        mean = c * mm + mean_r
+        if not derivatives:
+            return +mean, +var
+
+        def centred(x, z):  # f(Z) - mean = c s X + r(Z) - E r(Z)
+            return c * ss * x + (r(z) - mean_r)
+
+        # E X = 0 and E (f - mean) = 0, so f' = c + r' may be replaced by r' - r'(m) in
+        # the next two integrals. That removes the bulk where f is nearly affine, so that
+        # a derivative far smaller than its integrand (ReLU at m/s = 30: dmean/ds =
+        # phi(30); GELU at m/s = 40: -2.2e-172) keeps its relative accuracy despite quad's
+        # absolute tolerance.
+        dmean_dm = c + expect(lambda x, z: dr(z))
+        dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
+        dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
+        dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
+        return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
+
+
+def _centred_pass(name: str, alpha, m: float, s: float, work: int) -> tuple:
+    """``(E r(Z), var, digits lost)`` at ``work`` digits (r: the residual of `_residual`).
+
+    The digits lost are those of f(Z) - mean against the values it is formed from,
+    log10(max(|E r|, |r(m)|) / sqrt(var)) (0 when there is no cancellation).
+    """
     with mp.workdps(work):
         f, df, kinks = activation_functions(name, alpha)
         mm, ss = mp.mpf(m), mp.mpf(s)
@@ -288,24 +339,15 @@ def moments(
         slope = dr(mm)
         r_m = r(mm)
         mean_r = r_m + expect(lambda x, z: r(z) - r_m - slope * ss * x)  # E r(Z)
-        mean = c * mm + mean_r
-
-        def centred(x, z):  # f(Z) - mean = c s X + r(Z) - E r(Z)
-            return c * ss * x + (r(z) - mean_r)
-
-        var = expect(lambda x, z: centred(x, z) ** 2)
-        if not derivatives:
-            return +mean, +var
-        # E X = 0 and E (f - mean) = 0, so f' = c + r' may be replaced by r' - r'(m) in
-        # the next two integrals. That removes the bulk where f is nearly affine, so that
-        # a derivative far smaller than its integrand (ReLU at m/s = 30: dmean/ds =
-        # phi(30); GELU at m/s = 40: -2.2e-172) keeps its relative accuracy despite quad's
-        # absolute tolerance.
-        dmean_dm = c + expect(lambda x, z: dr(z))
-        dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
-        dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
-        dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
-        return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
+        var = expect(lambda x, z: (c * ss * x + (r(z) - mean_r)) ** 2)
+        size = max(abs(mean_r), abs(r_m))
+        if var == 0:
+            lost = work  # nothing resolved: double the precision
+        elif size == 0:
+            lost = 0
+        else:
+            lost = max(0, math.ceil(float(mp.log10(size / mp.sqrt(var)))))
+        return mean_r, var, lost
 
 
 def moments_float(name: str, m: float, s: float, **kwargs) -> tuple[float, ...]:
