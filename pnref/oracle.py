@@ -386,7 +386,8 @@ def estimator_moments(
     The quantile and Monte Carlo methods are estimators; their reference is the same
     estimator with every operation exact: Z_i = m + s u_i formed exactly from the binary
     values of m, s and the points, f and f' evaluated in mpmath, two-pass sums. The
-    working precision is raised (50, 100, 200, ... up to 3200 digits) until two
+    working precision starts at 340 digits (so that parts down to 1e-290 of an O(1)
+    value are seen) and is raised (400, 520, 760, ... up to 3200 digits) until two
     successive precisions agree to ``digits`` significant digits in every output, so
     deviations far smaller than the values (tanh at m = -40: f = -1 + 2e-35 u) are
     resolved.
@@ -430,8 +431,11 @@ def estimator_moments(
     values = [float(u) for u in points]
     if len(values) < 2:
         raise ValueError(f"points must hold at least 2 values, got {len(values)}")
+    # Start where a part 1e-290 of an O(1) value (f' = 1 - 1e-296 for GELU at m/s = 37)
+    # still shows with 40 digits to spare: two precisions that both round such a part away
+    # would agree and prove nothing.
     previous = None
-    dps = 50
+    dps, step = 340, 60
     while True:
         with mp.workdps(dps):
             f, df, _ = activation_functions(name, alpha)
@@ -446,7 +450,7 @@ def estimator_moments(
                     f"estimator_moments({name!r}, {m!r}, {s!r}) did not settle by 3200 digits"
                 )
         previous = current
-        dps *= 2
+        dps, step = dps + step, 2 * step
 
 
 def load_table(path: str | Path) -> list[dict]:
