@@ -10,7 +10,7 @@ precision, the errors published and guarded by a test).
 
 Reference values
     ``exact`` and ``quadrature`` are judged against the mpmath oracle
-    (`pnref.oracle.moments`, 20 significant digits plus whatever its adaptive precision
+    (`pnref.oracle.moments`, 16 significant digits plus whatever its adaptive precision
     adds); ``quantile`` (n = 200, the official points) and ``montecarlo`` (n = 1000 draws,
     seed 0: the same code as the default n = 100000, on a sample the exact-arithmetic
     reference can afford) are estimators and are judged against the same estimator in
@@ -62,7 +62,7 @@ REFERENCE_COLUMNS = ("kind", "activation", "alpha", "region", "m", "s", *QUANTIT
 TABLE_COLUMNS = ("method", "activation", "alpha", "region", "quantity", "max", "median",
                  "points")
 METHODS = ("exact", "quadrature", "quantile", "montecarlo")
-ORACLE_DPS = 20
+ORACLE_DPS = 16
 QUANTILE_N = 200
 MONTECARLO_N = 1000
 MONTECARLO_SEED = 0
@@ -226,7 +226,7 @@ def write_doc(cells: dict, quick: bool, seconds: float) -> None:
         "the region's grid points, taken over the two values (mean, var) or over the four",
         "derivatives (d/dm and d/ds of the mean and of the variance).",
         "",
-        "- `exact` and `quadrature` against the mpmath oracle (`pnref.oracle.moments`, 20",
+        "- `exact` and `quadrature` against the mpmath oracle (`pnref.oracle.moments`, 16",
         "  significant digits with adaptive precision, itself checked against the closed",
         "  forms at 300 digits in `tests/test_oracle.py`).",
         "- `quantile` (n = 200, the official points) and `montecarlo` (n = 1000 draws, seed 0)",

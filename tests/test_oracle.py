@@ -210,12 +210,14 @@ def _closed_form(name, m, s, alpha, derivatives):
             mm, ss = mp.mpf(m), mp.mpf(s)
             values = list(_closed_mean_var(name, mm, ss, alpha))
             if derivatives:
-                for k in (0, 1):
-                    values.append(mp.diff(lambda x, k=k: _closed_mean_var(name, x, ss, alpha)[k], mm))
-                    values.append(mp.diff(lambda y, k=k: _closed_mean_var(name, mm, y, alpha)[k], ss))
-                values = [values[0], values[1], values[2], values[3], values[4], values[5]]
+                for k in (0, 1):  # d/dm then d/ds of the mean, then of the variance
+                    values.append(mp.diff(
+                        lambda x, k=k, ss=ss: _closed_mean_var(name, x, ss, alpha)[k], mm))
+                    values.append(mp.diff(
+                        lambda y, k=k, mm=mm: _closed_mean_var(name, mm, y, alpha)[k], ss))
             if previous is not None and all(
-                    abs(v - p) <= mp.mpf(10) ** -60 * abs(v) for v, p in zip(values, previous, strict=True)):
+                    abs(v - p) <= mp.mpf(10) ** -60 * abs(v)
+                    for v, p in zip(values, previous, strict=True)):
                 return values
         previous, dps = values, 2 * dps
         assert dps <= 2400, "closed form did not settle"
