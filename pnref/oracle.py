@@ -29,7 +29,11 @@ Numerical care (docs/proxy-moments.md, "The oracle"):
 - constants (alpha, 0.044715, pi) are built at the working precision from decimal
   strings; the variance is two-pass, E[(f - mean)^2];
 - for s < 1e-3 the working precision is raised so that f - mean (of size s |f'|) keeps
-  ``dps`` digits.
+  ``dps`` digits;
+- adaptive precision: the digits that f(Z) - mean loses to cancellation (the ratio of
+  |E f| to the standard deviation: 33 digits for tanh at m = -40, s = 1) are measured on
+  a first pass and added to the working precision before the final pass, so the
+  variance and its derivatives keep ``dps`` digits however small they are.
 
 Requires mpmath (a test dependency; pnref itself does not import this module).
 """
@@ -47,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "TABLE_COLUMNS",
     "activation_functions",
+    "estimator_moments",
     "load_table",
     "moments",
     "moments_float",
@@ -273,6 +278,53 @@ def moments(
         raise ValueError(f"s must be > 0, got {s}")
     # f - mean has size s |f'|: keep dps digits of it when s is small.
     work = dps + 10 + max(0, math.ceil(-math.log10(s)))
+    # Adaptive precision: f(Z) - mean loses log10(|E r| / sqrt(var)) digits to
+    # cancellation (tanh at m = -40: f = -1 + 2 e^(2Z), var 4e-66, 33 digits; at 40
+    # working digits var came out 2e-17 and d(var) 1e-11 wrong). Measure the loss from a
+    # first pass and redo the pass with that many more digits, until none is missing.
+    for _ in range(8):
+        mean_r, var, lost = _centred_pass(name, alpha, m, s, work)
+        need = dps + 10 + max(0, math.ceil(-math.log10(s))) + lost
+        if work >= need:
+            break
+        work = need + 5
+    else:  # pragma: no cover - the loss is bounded for every activation on finite input
+        raise ArithmeticError(f"oracle.moments({name!r}, {m!r}, {s!r}): precision did not settle")
+    with mp.workdps(work):
+        f, df, kinks = activation_functions(name, alpha)
+        mm, ss = mp.mpf(m), mp.mpf(s)
+        points = _breakpoints(mm, ss, kinks)
+
+        def expect(g):
+            return _integrate(lambda x: g(x, mm + ss * x) * mp.npdf(x), points, work)
+
+        c, r, dr = _residual(name, f, df, mm)
+        slope = dr(mm)
+        mean = c * mm + mean_r
+        if not derivatives:
+            return +mean, +var
+
+        def centred(x, z):  # f(Z) - mean = c s X + r(Z) - E r(Z)
+            return c * ss * x + (r(z) - mean_r)
+
+        # E X = 0 and E (f - mean) = 0, so f' = c + r' may be replaced by r' - r'(m) in
+        # the next two integrals. That removes the bulk where f is nearly affine, so that
+        # a derivative far smaller than its integrand (ReLU at m/s = 30: dmean/ds =
+        # phi(30); GELU at m/s = 40: -2.2e-172) keeps its relative accuracy despite quad's
+        # absolute tolerance.
+        dmean_dm = c + expect(lambda x, z: dr(z))
+        dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
+        dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
+        dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
+        return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
+
+
+def _centred_pass(name: str, alpha, m: float, s: float, work: int) -> tuple:
+    """``(E r(Z), var, digits lost)`` at ``work`` digits (r: the residual of `_residual`).
+
+    The digits lost are those of f(Z) - mean against the values it is formed from,
+    log10(max(|E r|, |r(m)|) / sqrt(var)) (0 when there is no cancellation).
+    """
     with mp.workdps(work):
         f, df, kinks = activation_functions(name, alpha)
         mm, ss = mp.mpf(m), mp.mpf(s)
@@ -289,24 +341,15 @@ def moments(
         slope = dr(mm)
         r_m = r(mm)
         mean_r = r_m + expect(lambda x, z: r(z) - r_m - slope * ss * x)  # E r(Z)
-        mean = c * mm + mean_r
-
-        def centred(x, z):  # f(Z) - mean = c s X + r(Z) - E r(Z)
-            return c * ss * x + (r(z) - mean_r)
-
-        var = expect(lambda x, z: centred(x, z) ** 2)
-        if not derivatives:
-            return +mean, +var
-        # E X = 0 and E (f - mean) = 0, so f' = c + r' may be replaced by r' - r'(m) in
-        # the next two integrals. That removes the bulk where f is nearly affine, so that
-        # a derivative far smaller than its integrand (ReLU at m/s = 30: dmean/ds =
-        # phi(30); GELU at m/s = 40: -2.2e-172) keeps its relative accuracy despite quad's
-        # absolute tolerance.
-        dmean_dm = c + expect(lambda x, z: dr(z))
-        dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
-        dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
-        dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
-        return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
+        var = expect(lambda x, z: (c * ss * x + (r(z) - mean_r)) ** 2)
+        size = max(abs(mean_r), abs(r_m))
+        if var == 0:
+            lost = work  # nothing resolved: double the precision
+        elif size == 0:
+            lost = 0
+        else:
+            lost = max(0, math.ceil(float(mp.log10(size / mp.sqrt(var)))))
+        return mean_r, var, lost
 
 
 def moments_float(
@@ -314,6 +357,104 @@ def moments_float(
 ) -> tuple[float, ...]:
     """`moments` rounded to float64 (same arguments)."""
     return tuple(float(v) for v in moments(name, m, s, **kwargs))
+
+
+def _estimator_at(f, df, mm, ss, points):
+    """The six sums of `estimator_moments` at the current working precision."""
+    n = len(points)
+    z = [mm + ss * u for u in points]
+    values = [f(zi) for zi in z]
+    slopes = [df(zi) for zi in z]
+    mean = mp.fsum(values) / n
+    deviations = [v - mean for v in values]
+    var = mp.fsum(d * d for d in deviations) / n
+    dmean_dm = mp.fsum(slopes) / n
+    weighted = [g * u for g, u in zip(slopes, points, strict=True)]
+    dmean_ds = mp.fsum(weighted) / n
+    dvar_dm = 2 * mp.fsum(d * (g - dmean_dm) for d, g in zip(deviations, slopes, strict=True)) / n
+    dvar_ds = 2 * mp.fsum(d * (w - dmean_ds) for d, w in zip(deviations, weighted, strict=True)) / n
+    return mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds
+
+
+def estimator_moments(
+    name: str,
+    m: float,
+    s: float,
+    points,
+    *,
+    alpha: float | None = None,
+    digits: int = 25,
+) -> tuple:
+    r"""A sample estimator evaluated in exact arithmetic on given float64 points.
+
+    The quantile and Monte Carlo methods are estimators; their reference is the same
+    estimator with every operation exact: Z_i = m + s u_i formed exactly from the binary
+    values of m, s and the points, f and f' evaluated in mpmath, two-pass sums. The
+    working precision starts at 340 digits (so that parts down to 1e-290 of an O(1)
+    value are seen) and is raised (400, 520, 760, ... up to 3200 digits) until two
+    successive precisions agree to ``digits`` significant digits in every output, so
+    deviations far smaller than the values (tanh at m = -40: f = -1 + 2e-35 u) are
+    resolved.
+
+    Parameters
+    ----------
+    name : str
+        Activation name (see `ACTIVATIONS`).
+    m, s : float
+        Mean and standard deviation (s >= 0), taken exactly.
+    points : sequence of float
+        The estimator's points u_i (``pnref.moments.quantile.points(n)`` or the Monte Carlo
+        draws).
+    alpha : float, optional
+        As for `moments`.
+    digits : int
+        Significant digits required (default 25).
+
+    Returns
+    -------
+    tuple of mpmath.mpf
+        ``(mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds)``.
+
+    Equations
+    ---------
+    With :math:`f_i = f(m + s u_i)`, :math:`f'_i = f'(m + s u_i)` (left derivative at a
+    kink) and bars for means over i:
+
+    .. math::
+
+        \hat\mu = \bar f, \quad \hat v = \overline{(f - \hat\mu)^2}, \quad
+        \partial_m \hat\mu = \overline{f'}, \quad
+        \partial_s \hat\mu = \overline{f' u},
+
+        \partial_m \hat v = 2\, \overline{(f - \hat\mu)(f' - \overline{f'})}, \quad
+        \partial_s \hat v = 2\, \overline{(f - \hat\mu)(f' u - \overline{f' u})} .
+    """
+    m, s = float(m), float(s)
+    if not (math.isfinite(m) and math.isfinite(s)) or s < 0:
+        raise ValueError(f"m and s must be finite with s >= 0, got m={m}, s={s}")
+    values = [float(u) for u in points]
+    if len(values) < 2:
+        raise ValueError(f"points must hold at least 2 values, got {len(values)}")
+    # Start where a part 1e-290 of an O(1) value (f' = 1 - 1e-296 for GELU at m/s = 37)
+    # still shows with 40 digits to spare: two precisions that both round such a part away
+    # would agree and prove nothing.
+    previous = None
+    dps, step = 340, 60
+    while True:
+        with mp.workdps(dps):
+            f, df, _ = activation_functions(name, alpha)
+            current = _estimator_at(f, df, mp.mpf(m), mp.mpf(s), [mp.mpf(u) for u in values])
+            if previous is not None and all(
+                abs(a - b) <= mp.mpf(10) ** -digits * abs(a)
+                for a, b in zip(current, previous, strict=True)
+            ):
+                return tuple(+v for v in current)
+            if dps >= 3200:
+                raise ArithmeticError(
+                    f"estimator_moments({name!r}, {m!r}, {s!r}) did not settle by 3200 digits"
+                )
+        previous = current
+        dps, step = dps + step, 2 * step
 
 
 def load_table(path: str | Path) -> list[dict]:

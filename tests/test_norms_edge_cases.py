@@ -390,6 +390,41 @@ def test_running_update_tf_convention():
     np.testing.assert_allclose(new_var, 0.99 * old_var + 0.01 * values.var(1), rtol=1e-14)
 
 
+def test_running_update_tf_fused_convention():
+    # TensorFlow's fused kernel: the "tf" momentum rule with the unbiased batch variance.
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((4, 2, 2, 3)) * 1.5 - 0.5  # channels-last, M = 16 per channel
+    old_mean, old_var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    new_mean, new_var = pnref.batch_norm_running_update(
+        x, old_mean, old_var, momentum=0.9, convention="tf_fused", axis=-1)
+    values = x.reshape(-1, 3)
+    # As for the "tf" test: 1 - 0.9 and the statistics' rounding are a few ulp.
+    np.testing.assert_allclose(new_mean, 0.9 * old_mean + 0.1 * values.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(new_var, 0.9 * old_var + 0.1 * values.var(0, ddof=1),
+                               rtol=1e-14)
+    with pytest.raises(ValueError, match="single value per channel"):
+        pnref.batch_norm_running_update(np.ones((1, 3)), np.zeros(3), np.ones(3),
+                                        momentum=0.9, convention="tf_fused")
+
+
+def test_running_update_reproduces_tensorflow_measurement():
+    # Measured with tensorflow-cpu 2.21 (docs/conventions.md, "Running statistics"):
+    # tf.raw_ops.FusedBatchNormV3(is_training=True, exponential_avg_factor=0.1) on this
+    # float32 NHWC batch (M = 36 values per channel) and Keras 3 BatchNormalization
+    # (momentum 0.9) on the same batch. TF computes in float32: 2e-6 relative covers its
+    # rounding (float32 eps 1.2e-7 times a few operations over 36 values).
+    x = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype(np.float32)
+    old_mean = np.array([0.5, -1.0], np.float32)
+    old_var = np.array([2.0, 0.25], np.float32)
+    fused = pnref.batch_norm_running_update(x.astype(np.float64), old_mean, old_var,
+                                            momentum=0.9, convention="tf_fused", axis=-1)
+    keras = pnref.batch_norm_running_update(x.astype(np.float64), old_mean, old_var,
+                                            momentum=0.9, convention="tf", axis=-1)
+    np.testing.assert_allclose(fused[0], [0.4511399, -0.8833211], rtol=2e-6)
+    np.testing.assert_allclose(fused[1], [1.8952417, 0.30878863], rtol=2e-6)
+    np.testing.assert_allclose(keras[1], [1.8925961, 0.30646116], rtol=2e-6)
+
+
 def test_running_update_single_value_per_channel():
     x = np.array([[1.0, 2.0, 3.0]])  # N = 1, no spatial axis: one value per channel
     with pytest.raises(ValueError, match="single value per channel"):

@@ -134,7 +134,8 @@ class TorchOps:
 
     def batch_norm_running_update(self, x, running_mean, running_var, *, momentum: float,
                                   convention: str, axis: int) -> tuple[Tensor, Tensor]:
-        """New running statistics ("torch": momentum on the batch, unbiased variance)."""
+        """New running statistics ("torch": momentum on the batch, unbiased variance;
+        "tf": momentum on the old value, biased variance; "tf_fused": as "tf", unbiased)."""
         grouped, _ = self.to_grouped(x, axis, x.shape[axis])
         mean, var = self.norm_statistics(grouped, (0, 2, 3))
         mean, var = mean.reshape(-1), var.reshape(-1)
@@ -145,8 +146,12 @@ class TorchOps:
             var = var * (count / (count - 1))
             return ((1 - momentum) * running_mean + momentum * mean,
                     (1 - momentum) * running_var + momentum * var)
-        if convention != "tf":
+        if convention not in ("tf", "tf_fused"):
             raise ValueError(f"unknown momentum convention {convention!r}")
+        if convention == "tf_fused":
+            if count < 2:
+                raise ValueError("the tf_fused convention needs two values per channel")
+            var = var * (count / (count - 1))
         return (momentum * running_mean + (1 - momentum) * mean,
                 momentum * running_var + (1 - momentum) * var)
 

@@ -234,7 +234,7 @@ def _norm_cases() -> list[CaseSpec]:
 
 def _running_cases() -> list[CaseSpec]:
     cases = []
-    for profile in ("torch", "keras", "flax", "onnx15"):
+    for profile in ("torch", "keras", "tf_fused", "flax", "onnx15"):
         conv = profile_conventions(profile)
         axis = conv["axis"]
         attrs = {"axis": axis, "momentum": conv["momentum"],

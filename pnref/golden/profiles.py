@@ -61,6 +61,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "momentum": 0.99,
         "momentum_convention": "tf",
     },
+    "tf_fused": {
+        "description": "TensorFlow's fused batch-norm kernel (FusedBatchNormV3: TF1, tf.keras 2 "
+        "with fused=True): channels-last, eps 1e-3, momentum 0.99 weighting the old value, "
+        "unbiased (M - 1) batch variance fed to the moving variance",
+        "layout": "channels_last",
+        "axis": -1,
+        "norm_eps": 1e-3,
+        "momentum": 0.99,
+        "momentum_convention": "tf_fused",
+    },
     "flax": {
         "description": "Flax: channels-last, LayerNorm/GroupNorm eps 1e-6, BN momentum 0.99 "
         "TF-style, biased running variance",

@@ -46,6 +46,8 @@ DEFAULT_N: dict[str, int | None] = {
 }
 
 _DEFAULT_MONTECARLO_SEED = 0
+# Methods that are sample estimators: with one point their variance would be 0.
+_SAMPLE_METHODS = ("quantile", "montecarlo")
 
 
 # --------------------------------------------------------------------------- checks
@@ -82,6 +84,11 @@ def _check_n(n, method: str) -> int | None:
         raise ValueError(f"n must be None for method={method!r} (it has no points), got {n!r}")
     if isinstance(n, bool) or not isinstance(n, (numbers.Integral, np.integer)):
         raise TypeError(f"n must be an int, got {type(n).__name__} ({n!r})")
+    if method in _SAMPLE_METHODS and n < 2:
+        raise ValueError(
+            f"n must be >= 2 for method={method!r} (a sample variance needs two points), "
+            f"got n={n}"
+        )
     if n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     return int(n)
@@ -258,7 +265,8 @@ def proxy_moments(
         Integer/complex arrays, a non-integer ``n`` or ``seed``, an ``activation`` that
         is neither a name nor an Activation.
     ValueError
-        Unknown method or activation, ``n < 1``, shapes that do not broadcast, ``n`` or
+        Unknown method or activation, ``n < 1`` (``n < 2`` for ``"quantile"`` and
+        ``"montecarlo"``), shapes that do not broadcast, ``n`` or
         ``seed`` given to a method that does not use it, ``"exact"`` for an activation
         without closed forms.
 

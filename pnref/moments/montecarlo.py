@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from pnref.activations import Activation
-from pnref.moments._sums import weighted_moments
+from pnref.moments._estimator import sample_moments
 
 __all__ = ["DEFAULT_N", "DEFAULT_SEED", "draws", "moments", "moments_with_derivatives"]
 
@@ -38,8 +38,8 @@ def draws(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> np.ndarray:
         X_i \\sim \\mathcal N(0, 1) \\text{ i.i.d.}, \\quad i = 0, \\dots, n - 1,
         \\text{ from } \\texttt{default\\_rng(seed).standard\\_normal(n)} .
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an int >= 2 (a sample variance needs two draws), got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return _draws(int(n), int(seed))
@@ -72,7 +72,7 @@ def moments(
         \\hat v = \\frac1n \\sum_i \\big(f(m + s X_i) - \\hat\\mu\\big)^2 .
     """
     x = draws(DEFAULT_N if n is None else n, DEFAULT_SEED if seed is None else seed)
-    return weighted_moments(act, m, s, x, None, derivatives=False)
+    return sample_moments(act, m, s, x, derivatives=False)
 
 
 def moments_with_derivatives(
@@ -96,4 +96,4 @@ def moments_with_derivatives(
         \\partial_s \\hat v = 2\\, \\overline{(f - \\hat\\mu)(f' X - \\overline{f' X})}.
     """
     x = draws(DEFAULT_N if n is None else n, DEFAULT_SEED if seed is None else seed)
-    return weighted_moments(act, m, s, x, None, derivatives=True)
+    return sample_moments(act, m, s, x, derivatives=True)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import erfinv
 
 from pnref.activations import Activation
-from pnref.moments._sums import weighted_moments
+from pnref.moments._estimator import sample_moments
 
 __all__ = ["DEFAULT_N", "points", "moments", "moments_with_derivatives"]
 
@@ -45,7 +45,7 @@ def points(n: int = DEFAULT_N) -> np.ndarray:
     Parameters
     ----------
     n : int
-        Number of points, >= 1.
+        Number of points, >= 2.
 
     Returns
     -------
@@ -65,8 +65,8 @@ def points(n: int = DEFAULT_N) -> np.ndarray:
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (a sample variance needs two points), got n={n}")
     return _points(int(n))
 
 
@@ -97,7 +97,7 @@ def moments(
         \\hat v = \\frac1n \\sum_i \\big(f(m + s u_i) - \\hat\\mu\\big)^2 .
     """
     u = points(DEFAULT_N if n is None else n)
-    return weighted_moments(act, m, s, u, None, derivatives=False)
+    return sample_moments(act, m, s, u, derivatives=False)
 
 
 def moments_with_derivatives(
@@ -122,4 +122,4 @@ def moments_with_derivatives(
         \\partial_s \\hat v = 2\\, \\overline{(f - \\hat\\mu)(f' u - \\overline{f' u})}.
     """
     u = points(DEFAULT_N if n is None else n)
-    return weighted_moments(act, m, s, u, None, derivatives=True)
+    return sample_moments(act, m, s, u, derivatives=True)

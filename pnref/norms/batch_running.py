@@ -4,8 +4,13 @@ Two momentum conventions are in use and they mean opposite things:
 
 - ``"torch"`` (PyTorch): ``new = (1 - momentum) * old + momentum * batch``, default momentum
   0.1, and the running variance is fed the **unbiased** batch variance (divisor M - 1).
-- ``"tf"`` (TensorFlow/Keras, Flax, ONNX): ``new = momentum * old + (1 - momentum) * batch``,
+- ``"tf"`` (Keras 3, Flax, ONNX): ``new = momentum * old + (1 - momentum) * batch``,
   default momentum 0.9 to 0.99, and the running variance is fed the **biased** batch variance.
+- ``"tf_fused"`` (TensorFlow's fused batch-norm kernel, ``FusedBatchNormV3``: TF1's
+  ``tf.compat.v1.nn.fused_batch_norm`` and the layers built on it with ``fused=True``, i.e.
+  TF1 and tf.keras 2): the ``"tf"`` momentum rule, but the running variance is fed the
+  **unbiased** batch variance (divisor M - 1), as measured with TensorFlow 2.21
+  (docs/conventions.md).
 
 ``momentum`` therefore has no default here: the caller says which convention and value.
 The normalization itself (training and evaluation) always uses the biased variance.
@@ -28,7 +33,7 @@ from pnref.norms.core import _check_cotangent, grouped_layout, mean_and_variance
 
 __all__ = ["batch_norm_running_update", "batch_norm_eval", "batch_norm_eval_vjp"]
 
-CONVENTIONS = ("torch", "tf")
+CONVENTIONS = ("torch", "tf", "tf_fused")
 
 
 def _check_momentum(momentum) -> float:
@@ -59,9 +64,10 @@ def batch_norm_running_update(
         The current running statistics.
     momentum : float in [0, 1]
         Meaning depends on ``convention`` (see the module docstring); no default on purpose.
-    convention : {"torch", "tf"}
+    convention : {"torch", "tf", "tf_fused"}
         ``"torch"``: weight ``momentum`` on the batch, unbiased batch variance.
         ``"tf"``: weight ``momentum`` on the old value, biased batch variance.
+        ``"tf_fused"``: weight ``momentum`` on the old value, unbiased batch variance.
     axis : int, default 1
         Channel axis.
 
@@ -74,9 +80,9 @@ def batch_norm_running_update(
     ------
     ValueError
         If the batch has no value per channel (N * spatial = 0), or exactly one under
-        ``"torch"`` (the unbiased variance would divide by M - 1 = 0; PyTorch refuses such a
-        batch in training too). Under ``"tf"`` one value per channel is fine: its biased
-        variance is 0.
+        ``"torch"`` or ``"tf_fused"`` (the unbiased variance would divide by M - 1 = 0;
+        PyTorch refuses such a batch in training too). Under ``"tf"`` one value per channel
+        is fine: its biased variance is 0.
 
     Equations
     ---------
@@ -87,6 +93,8 @@ def batch_norm_running_update(
                new_var  = (1 - momentum) * running_var  + momentum * batch_var * M / (M - 1)
         tf:    new_mean = momentum * running_mean + (1 - momentum) * batch_mean
                new_var  = momentum * running_var  + (1 - momentum) * batch_var
+        tf_fused: new_mean as tf,
+               new_var  = momentum * running_var  + (1 - momentum) * batch_var * M / (M - 1)
     """
     x = as_float_array(x, "x")
     layout = grouped_layout(x, axis, None)
@@ -108,10 +116,10 @@ def batch_norm_running_update(
         raise ValueError(
             f"x has no value per channel (shape {x.shape}): batch statistics are undefined"
         )
-    if convention == "torch" and count == 1:
+    if convention in ("torch", "tf_fused") and count == 1:
         raise ValueError(
             f"x has a single value per channel (shape {x.shape}): the unbiased running variance "
-            "of the 'torch' convention divides by M - 1 = 0; use a larger batch or "
+            f"of the {convention!r} convention divides by M - 1 = 0; use a larger batch or "
             "convention='tf'"
         )
     batch_mean, batch_var = mean_and_variance(layout.to_grouped(x), (0, 2, 3))
@@ -124,8 +132,9 @@ def batch_norm_running_update(
         new_mean = (1.0 - momentum) * old_mean + momentum * batch_mean
         new_var = (1.0 - momentum) * old_var + momentum * unbiased_var
     else:
+        fed_var = batch_var * (count / (count - 1)) if convention == "tf_fused" else batch_var
         new_mean = momentum * old_mean + (1.0 - momentum) * batch_mean
-        new_var = momentum * old_var + (1.0 - momentum) * batch_var
+        new_var = momentum * old_var + (1.0 - momentum) * fed_var
     return new_mean.astype(out_dtype), new_var.astype(out_dtype)
 
 

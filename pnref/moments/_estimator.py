@@ -1,0 +1,405 @@
+"""Sample moments of f(m + s x_i) on given points, computed without cancellation.
+
+The quantile and Monte Carlo methods are estimators: given their points x_i (the
+official quantiles or seeded normal draws), their job is to return
+
+    mean = (1/n) sum_i f(Z_i),   var = (1/n) sum_i (f(Z_i) - mean)^2,   Z_i = m + s x_i,
+
+and its exact (m, s) derivatives, as they are in exact arithmetic on those points. Two
+things stand between float64 and that:
+
+1. **Differences of nearly equal values.** When f hardly changes over the points (tanh
+   or ELU far in the left tail, any smooth f at s = 1e-8, SiLU's slope far right),
+   f(Z_i) - f(m) formed by subtraction keeps nothing of the deviation (tanh at m = -40:
+   var 0 instead of 7e-67). Here every deviation is formed directly:
+
+   - g_i = f(m + d_i) - f(m) and h_i = f'(m + d_i) - f'(m), d_i = s x_i, by a closed
+     difference formula where the activation has one (identity, the ReLU family, ELU:
+     alpha e^min(..) expm1; tanh and sigmoid: tanh a - tanh b = sinh(a - b) / (cosh a
+     cosh b) written with exponentials of non-positive arguments only);
+   - for the smooth, asymptotically linear activations (GELU, tanh-GELU, SiLU,
+     softplus) by subtraction where that is accurate (the difference is at least 1/64
+     of the values it is formed from, so at most ~7 bits are lost), on their right side
+     after removing the linear part z (the residual f(z) - z and slope f'(z) - 1 are
+     exponentially small and kept to full relative precision), and otherwise (and for
+     every step |d| <= 1/8) by Taylor's formula with integral remainder, evaluated by
+     20-node Gauss-Legendre on [0, 1] in up to two pieces, with d f'(m) kept as an exact
+     product (two floats) so that it cancels exactly over symmetric points:
+
+         g = d f'(m) + d^2 int_0^1 (1 - t) f''(m + t d) dt,
+         h = d int_0^1 f''(m + t d) dt.
+
+2. **Sums that cancel.** Every sum is compensated (a pairwise cascade of error-free
+   two-sums, `accurate_sum`), whose first level pairs x_i with x_{n-1-i}: on the
+   exactly symmetric quantile points the odd part of g cancels exactly there.
+
+All statistics are two-pass in the deviations:
+
+    mean = f(m) + g_bar,           var = mean((g - g_bar)^2),
+    dmean/dm = f'(m) + h_bar,      dmean/ds = f'(m) x_bar + mean(h x),
+    dvar/dm = 2 mean((g - g_bar)(h - h_bar)),
+    dvar/ds = 2 mean((g - g_bar)(f'(m)(x - x_bar) + h x - mean(h x))),
+
+with x_bar the exactly rounded mean of the points (0 for the quantile points).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+__all__ = ["accurate_sum", "differences", "sample_moments"]
+
+# Channels per block, so that a block's (channels x points) arrays stay near 2e6 numbers.
+_BLOCK_ELEMENTS = 2_000_000
+# Subtraction is accepted when |a - b| >= (|a| + |b|) / _ACCEPT: at most log2(2 * 64) = 7
+# bits are lost, a relative error below 3e-14.
+_ACCEPT = 64.0
+# Taylor's remainder is integrated on pieces of length <= _PIECE with _NODES nodes each;
+# f'' of every activation here is analytic in a strip of half-width >= ~1 around the real
+# axis, so 20 nodes on a piece of length 2 are exact to ~1e-19 (Bernstein-ellipse bound).
+_PIECE = 2.0
+_NODES = 20
+_TAYLOR_LIMIT = 2 * _PIECE  # beyond this the difference is large enough to subtract
+# Steps this short always take Taylor's form: there g is mostly its odd part d f'(m), which
+# cancels over symmetric points, and the even rest (the mean's share when f(m) ~ 0, e.g.
+# SiLU at m = 0, s = 1e-8) must not inherit the rounding of f(m + d) (1e-9 relative seen).
+_SHORT_STEP = 0.125
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
+_GL_T = 0.5 * (_GL_X + 1.0)  # nodes on [0, 1]
+_GL_W = 0.5 * _GL_W
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+# ----------------------------------------------------------------------- compensated sums
+
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s = fl(a + b) and its rounding error e (a + b = s + e exactly; 0 where s is not finite)."""
+    total = a + b
+    with np.errstate(invalid="ignore"):
+        b_virtual = total - a
+        error = (a - (total - b_virtual)) + (b - b_virtual)
+    return total, np.where(np.isfinite(total), error, 0.0)
+
+
+def accurate_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over the last axis with about twice float64's precision.
+
+    A pairwise cascade of error-free two-sums; the first level pairs element i with
+    element n - 1 - i, the rest neighbours. The rounding errors of every level are
+    gathered and added at the end, so the result is the exact sum rounded, up to about
+    ``n eps^2 sum |values|``.
+
+    Equations
+    ---------
+    .. math::
+
+        a + b = \\mathrm{fl}(a + b) + e, \\quad
+        S = \\textstyle\\sum_{\\text{top}} + \\sum_{\\text{levels}} e .
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = x.shape[-1]
+    lead = x.shape[:-1]
+    if n == 0:
+        return np.zeros(lead)
+    errors = np.zeros(lead)
+    half = n // 2
+    if half:
+        # x[n-1], x[n-2], ..., x[n-half] (n - 1 - half >= 0 since half <= n / 2)
+        total, error = _two_sum(x[..., :half], x[..., n - 1: n - 1 - half: -1])
+        errors = errors + error.sum(axis=-1)
+        x = np.concatenate([total, x[..., half:n - half]], axis=-1)
+    while x.shape[-1] > 1:
+        if x.shape[-1] % 2:
+            x = np.concatenate([x, np.zeros(lead + (1,))], axis=-1)
+        total, error = _two_sum(x[..., 0::2], x[..., 1::2])
+        errors = errors + error.sum(axis=-1)
+        x = total
+    return x[..., 0] + errors
+
+
+# ----------------------------------------------------------------------- differences
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p = fl(a b) and its rounding error (Dekker's splitting; a b = p + e exactly)."""
+    product = a * b
+
+    def split(x):
+        big = 134217729.0 * x  # 2^27 + 1
+        high = big - (big - x)
+        return high, x - high
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        a_hi, a_lo = split(a)
+        b_hi, b_lo = split(b)
+        error = ((a_hi * b_hi - product) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return product, np.where(np.isfinite(error), error, 0.0)
+
+
+def _exp_factor(a, b):
+    """2 e^(|a - b| - |a| - |b|) / ((1 + e^-2|a|)(1 + e^-2|b|)) with only non-positive exponents.
+
+    |a - b| - |a| - |b| is -2 min(|a|, |b|) when a and b have the same sign and 0
+    otherwise; computed that way it is exact.
+    """
+    abs_a, abs_b = np.abs(a), np.abs(b)
+    same_sign = (a > 0) == (b > 0)
+    exponent = np.where(same_sign, -2.0 * np.minimum(abs_a, abs_b), 0.0)
+    return 2.0 * np.exp(exponent) / ((1.0 + np.exp(-2.0 * abs_a)) * (1.0 + np.exp(-2.0 * abs_b)))
+
+
+def _tanh_difference(a, b, d):
+    """tanh a - tanh b, where d = a - b is given separately (not rounded through a)."""
+    return np.sign(d) * _exp_factor(a, b) * -np.expm1(-2.0 * np.abs(d))
+
+
+def _tanh_sum(a, b):
+    """tanh a + tanh b, i.e. sinh(a + b) / (cosh a cosh b), in the same form."""
+    total = a + b
+    abs_a, abs_b = np.abs(a), np.abs(b)
+    opposite = (a > 0) != (b > 0)
+    exponent = np.where(opposite, -2.0 * np.minimum(abs_a, abs_b), 0.0)
+    scale = 2.0 * np.exp(exponent) / ((1.0 + np.exp(-2.0 * abs_a)) * (1.0 + np.exp(-2.0 * abs_b)))
+    return np.sign(total) * scale * -np.expm1(-2.0 * np.abs(total))
+
+
+def _tanh_pair(z, m, d):
+    g = _tanh_difference(z, m, d)
+    # sech^2 a - sech^2 b = (tanh b - tanh a)(tanh b + tanh a)
+    h = -g * _tanh_sum(z, m)
+    return g, h
+
+
+def _sigmoid_pair(z, m, d):
+    # sigmoid(x) = (1 + tanh(x/2)) / 2, sigmoid' = sech^2(x/2) / 4
+    g, h = _tanh_pair(0.5 * z, 0.5 * m, 0.5 * d)
+    return 0.5 * g, 0.25 * h
+
+
+def _elu_pair(z, m, d, alpha):
+    # Both <= 0: alpha (e^z - e^m) = alpha sign(d) e^max(z, m) (1 - e^-|d|) (no overflow).
+    both_left = alpha * np.sign(d) * np.exp(np.minimum(np.maximum(z, m), 0.0)) * -np.expm1(
+        -np.abs(d))
+    zneg, mneg = np.minimum(z, 0.0), np.minimum(m, 0.0)
+    # z > 0 >= m: z - alpha expm1(m) = z + alpha (-expm1(m)), two non-negative terms.
+    g = np.where(z > 0.0,
+                 np.where(m > 0.0, d, z - alpha * np.expm1(mneg)),
+                 np.where(m > 0.0, alpha * np.expm1(zneg) - m, both_left))
+    h = np.where(z > 0.0,
+                 np.where(m > 0.0, 0.0, 1.0 - alpha * np.exp(mneg)),
+                 np.where(m > 0.0, alpha * np.exp(zneg) - 1.0, both_left))
+    return g, h
+
+
+def _leaky_pair(z, m, d, alpha):
+    g = np.where(z > 0.0,
+                 np.where(m > 0.0, d, z - alpha * m),
+                 np.where(m > 0.0, alpha * z - m, alpha * d))
+    jump = 1.0 - alpha
+    h = np.where(z > 0.0, np.where(m > 0.0, 0.0, jump), np.where(m > 0.0, -jump, 0.0))
+    return g, h
+
+
+def _right_residual(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f(z) - z, f'(z) - 1) for z > 0, each to full relative precision (exponentially small).
+
+    gelu: -z Phi(-z), z phi(z) - Phi(-z); silu: -z s(-z), s(-z) (z s(z) - 1);
+    softplus: log1p(e^-z), -s(-z); gelu_tanh: -z q, q (2 z u' p - 1) with
+    p, q = sigmoid(+-2u). (s is the logistic sigmoid.)
+    """
+    zp = np.clip(z, 0.0, 1.0e100)
+    if name == "gelu":
+        lower = ndtr(-zp)
+        pdf = np.exp(-0.5 * zp * zp) * _INV_SQRT_2PI
+        return -zp * lower, zp * pdf - lower
+    if name == "silu":
+        q = expit(-zp)
+        return -zp * q, q * (zp * expit(zp) - 1.0)
+    if name == "softplus":
+        return np.log1p(np.exp(-zp)), -expit(-zp)
+    # gelu_tanh
+    zc = np.clip(zp, 0.0, 1.0e6)
+    u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
+    p, q = expit(2.0 * u), expit(-2.0 * u)
+    return -zp * q, q * (2.0 * zp * du * p - 1.0)
+
+
+def _taylor(act, m, d) -> tuple[np.ndarray, np.ndarray]:
+    """(d int_0^1 (1 - t) f''(m + t d) dt, d int_0^1 f''(m + t d) dt), |d| <= 2 pieces of 2."""
+    pieces = 2 if np.any(np.abs(d) > _PIECE) else 1
+    remainder = np.zeros_like(d)
+    slope_change = np.zeros_like(d)
+    for piece in range(pieces):
+        t = (piece + _GL_T[:, None]) / pieces  # (nodes, elements)
+        w = _GL_W[:, None] / pieces
+        curvature = act.d2f(m[None, :] + t * d[None, :])
+        remainder += np.sum(w * (1.0 - t) * curvature, axis=0)
+        slope_change += np.sum(w * curvature, axis=0)
+    return d * remainder, d * slope_change
+
+
+def _smooth_pair(act, z, m, d):
+    """g, h for gelu, gelu_tanh, silu, softplus (see the module docstring)."""
+    f_z, f_m = act.f(z), act.f(m)
+    df_z, df_m = act.df(z), act.df(m)
+    right = (z > 0.0) & (m > 0.0)
+    r_z, r1_z = _right_residual(act.name, z)
+    r_m, r1_m = _right_residual(act.name, m)
+    # Subtraction, and the size of what it was formed from.
+    g = np.where(right, d + (r_z - r_m), f_z - f_m)
+    g_base = np.where(right, np.abs(r_z) + np.abs(r_m), np.abs(f_z) + np.abs(f_m))
+    h = np.where(right, r1_z - r1_m, df_z - df_m)
+    h_base = np.where(right, np.abs(r1_z) + np.abs(r1_m), np.abs(df_z) + np.abs(df_m))
+    short = np.abs(d) <= _SHORT_STEP
+    small = np.abs(d) <= _TAYLOR_LIMIT
+    redo = small & ((_ACCEPT * np.abs(g) < g_base) | (_ACCEPT * np.abs(h) < h_base) | short)
+    g_low = np.zeros_like(g)
+    if np.any(redo):
+        m_r, d_r = m[redo], d[redo]
+        remainder, slope_change = _taylor(act, m_r, d_r)
+        # g = d f'(m) + d * remainder as a pair (high, low): the linear term is odd in d,
+        # and on symmetric points it must cancel to far below the even remainder.
+        linear, linear_error = _two_product(d_r, df_m[redo])
+        g_high, g_error = _two_sum(linear, d_r * remainder)
+        g_bad = (_ACCEPT * np.abs(g[redo]) < g_base[redo]) | short[redo]
+        h_bad = (_ACCEPT * np.abs(h[redo]) < h_base[redo]) | short[redo]
+        g[redo] = np.where(g_bad, g_high, g[redo])
+        g_low[redo] = np.where(g_bad, g_error + linear_error, 0.0)
+        h[redo] = np.where(h_bad, slope_change, h[redo])
+    return g, h, g_low
+
+
+def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
+    """g = f(m + d) - f(m) and h = f'(m + d) - f'(m), elementwise, without cancellation.
+
+    Parameters
+    ----------
+    act : Activation
+    m, d : ndarray
+        Same shape; the step d is taken as given (m + d is rounded only to choose a
+        side of a kink and where f or f' must be evaluated at the point itself).
+
+    Returns
+    -------
+    g, h, g_low : ndarray
+        ``f'`` is the left derivative at a kink, as `Activation.df`; ``g + g_low`` is g
+        to about twice float64's precision where g came from Taylor's formula (``g_low``
+        is 0 elsewhere).
+
+    Equations
+    ---------
+    See the module docstring; e.g. for tanh
+
+    .. math::
+
+        \\tanh a - \\tanh b = \\frac{\\sinh(a - b)}{\\cosh a \\cosh b}, \\qquad
+        \\operatorname{sech}^2 a - \\operatorname{sech}^2 b
+        = -(\\tanh a - \\tanh b)(\\tanh a + \\tanh b).
+    """
+    m, d = np.broadcast_arrays(np.asarray(m, np.float64), np.asarray(d, np.float64))
+    shape = m.shape
+    m = np.ascontiguousarray(m).reshape(-1)
+    d = np.ascontiguousarray(d).reshape(-1)
+    z = m + d
+    name = act.name
+    with np.errstate(invalid="ignore", over="ignore"):
+        g_low = np.zeros_like(d)
+        if name == "identity":
+            g, h = d.copy(), np.zeros_like(d)
+        elif name == "relu":
+            g, h = _leaky_pair(z, m, d, 0.0)
+        elif name == "leaky_relu":
+            g, h = _leaky_pair(z, m, d, act.params["alpha"])
+        elif name == "elu":
+            g, h = _elu_pair(z, m, d, act.params["alpha"])
+        elif name == "tanh":
+            g, h = _tanh_pair(z, m, d)
+        elif name == "sigmoid":
+            g, h = _sigmoid_pair(z, m, d)
+        else:
+            g, h, g_low = _smooth_pair(act, z, m, d)
+    # d = 0 (s = 0) is an exact zero difference whatever the formula's sign conventions;
+    # NaN propagates from m or d.
+    nan = np.isnan(z)
+    g = np.where(d == 0.0, 0.0, g)
+    h = np.where(d == 0.0, 0.0, h)
+    g = np.where(nan, np.nan, g)
+    h = np.where(nan, np.nan, h)
+    g_low = np.where(d == 0.0, 0.0, g_low)
+    return g.reshape(shape), h.reshape(shape), g_low.reshape(shape)
+
+
+# ----------------------------------------------------------------------- the estimator
+
+
+def sample_moments(act, m: np.ndarray, s: np.ndarray, x: np.ndarray,
+                   derivatives: bool) -> tuple[np.ndarray, ...]:
+    """The sample mean and population variance of f(m + s x_i), and their (m, s) derivatives.
+
+    Parameters
+    ----------
+    act : Activation
+    m, s : ndarray
+        Broadcast float64 arrays of the same shape (``s >= 0``).
+    x : ndarray, shape (n,)
+        The points, n >= 2, shared by every channel.
+    derivatives : bool
+        Also return ``dmean_dm, dmean_ds, dvar_dm, dvar_ds``.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(mean, var)`` or ``(mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds)``.
+
+    Equations
+    ---------
+    With :math:`g_i = f(m + s x_i) - f(m)`, :math:`h_i = f'(m + s x_i) - f'(m)` and bars
+    for means over i:
+
+    .. math::
+
+        \\hat\\mu = f(m) + \\bar g, \\quad \\hat v = \\overline{(g - \\bar g)^2}, \\quad
+        \\partial_m \\hat\\mu = f'(m) + \\bar h, \\quad
+        \\partial_s \\hat\\mu = f'(m) \\bar x + \\overline{h x},
+
+        \\partial_m \\hat v = 2\\, \\overline{(g - \\bar g)(h - \\bar h)}, \\quad
+        \\partial_s \\hat v = 2\\, \\overline{(g - \\bar g)
+            \\big(f'(m)(x - \\bar x) + h x - \\overline{h x}\\big)} .
+    """
+    shape = m.shape
+    outs = [np.empty(shape) for _ in range(6 if derivatives else 2)]
+    flat = [o.reshape(-1) for o in outs]
+    m_flat, s_flat = m.reshape(-1), s.reshape(-1)
+    n = x.shape[0]
+    x_bar = math.fsum(x.tolist()) / n
+    block = max(1, _BLOCK_ELEMENTS // n)
+    for start in range(0, m_flat.size, block):
+        stop = min(start + block, m_flat.size)
+        centre = m_flat[start:stop]
+        step = s_flat[start:stop, None] * x[None, :]
+        g, h, g_low = differences(act, np.broadcast_to(centre[:, None], step.shape), step)
+        g_bar = (accurate_sum(g) + accurate_sum(g_low)) / n
+        deviation = g - g_bar[:, None]
+        flat[0][start:stop] = act.f(centre) + g_bar
+        flat[1][start:stop] = accurate_sum(deviation * deviation) / n
+        if not derivatives:
+            continue
+        slope = act.df(centre)
+        h_bar = accurate_sum(h) / n
+        hx = h * x[None, :]
+        hx_bar = accurate_sum(hx) / n
+        flat[2][start:stop] = slope + h_bar
+        flat[3][start:stop] = slope * x_bar + hx_bar
+        flat[4][start:stop] = 2.0 * accurate_sum(deviation * (h - h_bar[:, None])) / n
+        slope_term = slope[:, None] * (x[None, :] - x_bar) + (hx - hx_bar[:, None])
+        flat[5][start:stop] = 2.0 * accurate_sum(deviation * slope_term) / n
+    return tuple(outs)
