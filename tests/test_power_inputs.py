@@ -103,7 +103,7 @@ def test_norms_any_case_and_progress_with_eta(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "12/12" in err and "ETA" in err  # norms x runs x layers, elapsed and estimate
     assert main([*CLI_TINY, "--norms", "bn,xn", "--no-figure"]) == 2
-    assert "--norms 'bn,xn': unknown norm xn" in capsys.readouterr().err
+    assert "--norms 'bn,xn': unknown 'xn'" in capsys.readouterr().err
 
 
 def test_missing_extras_fail_in_one_line_before_work(tmp_path, monkeypatch, capsys):

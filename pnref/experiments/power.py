@@ -503,7 +503,7 @@ class PowerInterrupted(KeyboardInterrupt):
     """Ctrl-C during `run_power_experiment`; ``partial`` holds the layers done."""
 
     def __init__(self, partial: PowerResult) -> None:
-        super().__init__("interrupted")
+        super().__init__()  # the CLI then prints "pnref: interrupted"
         self.partial = partial
 
 
