@@ -17,12 +17,6 @@ import pnref
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Modules being rewritten in parallel while this test was written (issue 11: golden; issue
-#: 15a: the nn layers and models), and the torch adapter whose methods mirror torch's own
-#: untyped signatures. Each entry is removed once its annotations are complete.
-NOT_YET = ("pnref.golden", "pnref.adapters", "pnref.nn.layers", "pnref.nn.models",
-           "pnref.nn.norm_layer")
-
 
 def _public_modules() -> list[str]:
     names = ["pnref"] + [m.name for m in pkgutil.walk_packages(pnref.__path__, "pnref.")]
@@ -45,7 +39,7 @@ def _public_functions():
             else:
                 continue
             for qualname, function in found:
-                if function.__module__.startswith("pnref") and not qualname.startswith(NOT_YET):
+                if function.__module__.startswith("pnref"):
                     seen[qualname] = function
     return sorted(seen.items())
 

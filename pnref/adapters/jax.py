@@ -313,7 +313,7 @@ class JaxAdapter:
         return {k: jnp.asarray(np.asarray(v, dtype=work)) for k, v in inputs.items()}, dtype
 
     @staticmethod
-    def _op(op: str):
+    def _op(op: str) -> Callable[[dict, Mapping[str, Any]], dict]:
         if op not in _OPS:
             raise NotImplementedError(f"op {op!r} is not implemented by the JAX adapter")
         return _OPS[op]

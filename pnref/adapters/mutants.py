@@ -51,7 +51,8 @@ class MutantAdapter:
         chosen = self.deviation.variants[self.variant_index]
         return chosen if chosen in applicable(self.deviation, op) else None
 
-    def _outputs(self, op, inputs, attrs, cotangents):
+    def _outputs(self, op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+                 cotangents: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         variant = self._variant(op)
         outputs = None
         if variant is not None:

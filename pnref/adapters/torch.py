@@ -91,7 +91,7 @@ class NormProxyNormAct(nn.Module):
     """
 
     def __init__(self, channels: int, norm: str = "gn", groups: int | None = 4,
-                 norm_eps: float = 1e-3, **pn_kwargs) -> None:
+                 norm_eps: float = 1e-3, **pn_kwargs: Any) -> None:
         super().__init__()
         self.norm, self.groups, self.norm_eps = norm, groups if norm == "gn" else None, norm_eps
         self.pn_act = ProxyNormAct(channels, **pn_kwargs)
@@ -134,7 +134,8 @@ class TorchAdapter:
         self.ops = ops or TorchOps()
 
     # the op table: op name -> function(tensors, attrs) -> dict of output tensors
-    def _run(self, op: str, t: dict[str, torch.Tensor], attrs: Mapping[str, Any]):
+    def _run(self, op: str, t: dict[str, torch.Tensor],
+             attrs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         ops = self.ops
         get = t.get
         if op in ("batch_norm", "instance_norm", "layer_norm", "group_norm"):
@@ -179,7 +180,8 @@ class TorchAdapter:
         raise NotImplementedError(f"op {op!r} is not implemented by the torch adapter")
 
     @staticmethod
-    def _tensors(inputs: Mapping[str, np.ndarray], grad: bool):
+    def _tensors(inputs: Mapping[str, np.ndarray],
+                 grad: bool) -> tuple[dict[str, torch.Tensor], np.dtype]:
         dtype = np.result_type(*inputs.values())
         work = np.float32 if dtype == np.float16 else dtype
         tensors = {k: torch.tensor(np.asarray(v, dtype=work), requires_grad=grad)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,25 +116,31 @@ class TorchOps:
         return back(self.group_affine(self.normalize(grouped, dims, eps), gamma, beta,
                                       per_group))
 
-    def batch_norm(self, x, gamma=None, beta=None, *, eps, axis):
+    def batch_norm(self, x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None, *,
+                   eps: float, axis: int) -> Tensor:
         """Training-mode batch normalization."""
         return self.grouped_norm(x, None, gamma, beta, eps=eps, axis=axis, over_batch=True)
 
-    def instance_norm(self, x, gamma=None, beta=None, *, eps, axis):
+    def instance_norm(self, x: Tensor, gamma: Tensor | None = None,
+                      beta: Tensor | None = None, *, eps: float, axis: int) -> Tensor:
         """Instance normalization."""
         return self.grouped_norm(x, None, gamma, beta, eps=eps, axis=axis)
 
-    def layer_norm(self, x, gamma=None, beta=None, *, eps, axis):
+    def layer_norm(self, x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None, *,
+                   eps: float, axis: int) -> Tensor:
         """Layer normalization in the paper's sense (GN with one group, per-channel affine)."""
         return self.grouped_norm(x, 1, gamma, beta, eps=eps, axis=axis)
 
-    def group_norm(self, x, groups, gamma=None, beta=None, *, eps, axis, per_group=False):
+    def group_norm(self, x: Tensor, groups: int | None, gamma: Tensor | None = None,
+                   beta: Tensor | None = None, *, eps: float, axis: int,
+                   per_group: bool = False) -> Tensor:
         """Group normalization; ``per_group`` for ONNX-18's (G,) scale and bias."""
         return self.grouped_norm(x, groups, gamma, beta, eps=eps, axis=axis,
                                  per_group=per_group)
 
-    def batch_norm_running_update(self, x, running_mean, running_var, *, momentum: float,
-                                  convention: str, axis: int) -> tuple[Tensor, Tensor]:
+    def batch_norm_running_update(self, x: Tensor, running_mean: Tensor, running_var: Tensor,
+                                  *, momentum: float, convention: str,
+                                  axis: int) -> tuple[Tensor, Tensor]:
         """New running statistics ("torch": momentum on the batch, unbiased variance;
         "tf": momentum on the old value, biased variance; "tf_fused": as "tf", unbiased)."""
         grouped, _ = self.to_grouped(x, axis, x.shape[axis])
@@ -155,8 +162,9 @@ class TorchOps:
         return (momentum * running_mean + (1 - momentum) * mean,
                 momentum * running_var + (1 - momentum) * var)
 
-    def batch_norm_eval(self, x, running_mean, running_var, gamma=None, beta=None, *, eps,
-                        axis):
+    def batch_norm_eval(self, x: Tensor, running_mean: Tensor, running_var: Tensor,
+                        gamma: Tensor | None = None, beta: Tensor | None = None, *,
+                        eps: float, axis: int) -> Tensor:
         """Evaluation-mode batch normalization with given statistics."""
         shape = [1] * x.ndim
         shape[axis] = -1
@@ -167,7 +175,7 @@ class TorchOps:
             y = y + beta.reshape(shape)
         return y
 
-    def weight_standardization(self, w, *, eps, axis):
+    def weight_standardization(self, w: Tensor, *, eps: float, axis: int) -> Tensor:
         """Each output filter (``axis``) standardized over its fan-in."""
         moved = torch.movedim(w, axis, 0)
         rows = self.normalize(moved.reshape(moved.shape[0], -1), (1,), eps)
@@ -183,7 +191,8 @@ class TorchOps:
         """How many proxy points to use (the official code: ``n``, whatever the channels)."""
         return n
 
-    def proxy_pre_activation(self, points, gamma, beta, gamma_tilde, beta_tilde) -> Tensor:
+    def proxy_pre_activation(self, points: Tensor, gamma: Tensor, beta: Tensor,
+                             gamma_tilde: Tensor | None, beta_tilde: Tensor | None) -> Tensor:
         """``gamma * Y + beta`` with ``Y = (1 + gamma~) u + beta~``, shape (C, n)."""
         proxy = points[None, :]
         if gamma_tilde is not None:
@@ -196,7 +205,9 @@ class TorchOps:
         """Population variance over the points (two-pass)."""
         return ((values - mean[:, None]) ** 2).mean(dim=1)
 
-    def quantile_moments(self, act, gamma, beta, gamma_tilde, beta_tilde, n: int):
+    def quantile_moments(self, act: Callable[[Tensor], Tensor], gamma: Tensor, beta: Tensor,
+                         gamma_tilde: Tensor | None, beta_tilde: Tensor | None,
+                         n: int) -> tuple[Tensor, Tensor]:
         """The official estimator: mean and biased variance over ``n`` quantile points."""
         count = self.proxy_point_count(n, gamma.shape[0])
         points = self.quantile_points(count, gamma.dtype)
@@ -204,7 +215,9 @@ class TorchOps:
         mean = values.mean(dim=1)
         return mean, self.proxy_variance(values, mean)
 
-    def exact_moments(self, act, kinks, gamma, beta, gamma_tilde, beta_tilde):
+    def exact_moments(self, act: Callable[[Tensor], Tensor], kinks: Sequence[float],
+                      gamma: Tensor, beta: Tensor, gamma_tilde: Tensor | None,
+                      beta_tilde: Tensor | None) -> tuple[Tensor, Tensor]:
         """Exact moments by split Gauss-Legendre quadrature in float64 (``n`` not used).
 
         The standard normal variable is integrated over [-10, 10], split at 0 and at the
@@ -235,7 +248,9 @@ class TorchOps:
         var = (w * (values - mean[:, None]) ** 2).sum(dim=1)
         return mean.to(dtype), var.to(dtype)
 
-    def montecarlo_moments(self, act, gamma, beta, gamma_tilde, beta_tilde, n: int, seed: int):
+    def montecarlo_moments(self, act: Callable[[Tensor], Tensor], gamma: Tensor, beta: Tensor,
+                           gamma_tilde: Tensor | None, beta_tilde: Tensor | None, n: int,
+                           seed: int) -> tuple[Tensor, Tensor]:
         """Mean and biased variance over ``n`` seeded standard normal draws (float64)."""
         generator = torch.Generator().manual_seed(int(seed))
         draws = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -246,8 +261,9 @@ class TorchOps:
         var = self.proxy_variance(values, mean)
         return mean.to(gamma.dtype), var.to(gamma.dtype)
 
-    def proxy_moments(self, activation: str, params: dict | None, gamma, beta,
-                      gamma_tilde=None, beta_tilde=None, *, method: str = "quantile",
+    def proxy_moments(self, activation: str, params: dict | None, gamma: Tensor, beta: Tensor,
+                      gamma_tilde: Tensor | None = None, beta_tilde: Tensor | None = None, *,
+                      method: str = "quantile",
                       n: int | None = None, seed: int | None = None) -> tuple[Tensor, Tensor]:
         """Proxy mean and variance per channel by ``method``."""
         act = self.activation(activation, params)
@@ -268,8 +284,11 @@ class TorchOps:
         """``1 / sqrt(var + eps)``: eps inside the square root."""
         return torch.rsqrt(var + eps)
 
-    def pn_act(self, y, gamma, beta, gamma_tilde=None, beta_tilde=None, *, activation="relu",
-               activation_params=None, eps=0.03, method="quantile", n=200, seed=None, axis=1):
+    def pn_act(self, y: Tensor, gamma: Tensor, beta: Tensor, gamma_tilde: Tensor | None = None,
+               beta_tilde: Tensor | None = None, *, activation: str = "relu",
+               activation_params: dict | None = None, eps: float = 0.03,
+               method: str = "quantile", n: int | None = 200, seed: int | None = None,
+               axis: int = 1) -> Tensor:
         """PN-Act: ``(phi(gamma y + beta) - mu) / sqrt(var + eps)`` with the proxy moments."""
         act = self.activation(activation, activation_params)
         mean, var = self.proxy_moments(activation, activation_params, gamma, beta, gamma_tilde,
@@ -279,7 +298,8 @@ class TorchOps:
         activated = act(gamma.reshape(shape) * y + beta.reshape(shape))
         return (activated - mean.reshape(shape)) * self.pn_scale(var, eps).reshape(shape)
 
-    def block_norm(self, x, *, norm: str, groups: int | None, norm_eps: float, axis: int):
+    def block_norm(self, x: Tensor, *, norm: str, groups: int | None, norm_eps: float,
+                   axis: int) -> Tensor:
         """The norm of a block, without affine."""
         if norm == "gn":
             return self.group_norm(x, groups, eps=norm_eps, axis=axis)
@@ -290,14 +310,18 @@ class TorchOps:
             raise ValueError(f"unknown norm {norm!r}")
         return table[norm](x, eps=norm_eps, axis=axis)
 
-    def norm_pn_act(self, x, gamma, beta, gamma_tilde=None, beta_tilde=None, *, norm="gn",
-                    groups=None, norm_eps=1e-5, axis=1, **pn_kwargs):
-        """A norm without affine, then PN-Act."""
+    def norm_pn_act(self, x: Tensor, gamma: Tensor, beta: Tensor,
+                    gamma_tilde: Tensor | None = None, beta_tilde: Tensor | None = None, *,
+                    norm: str = "gn", groups: int | None = None, norm_eps: float = 1e-5,
+                    axis: int = 1, **pn_kwargs: Any) -> Tensor:
+        """A norm without affine, then PN-Act (``pn_kwargs``: the keywords of `pn_act`)."""
         y = self.block_norm(x, norm=norm, groups=groups, norm_eps=norm_eps, axis=axis)
         return self.pn_act(y, gamma, beta, gamma_tilde, beta_tilde, axis=axis, **pn_kwargs)
 
-    def norm_act(self, x, gamma=None, beta=None, *, norm="gn", groups=None, norm_eps=1e-5,
-                 activation="relu", activation_params=None, axis=1):
+    def norm_act(self, x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None, *,
+                 norm: str = "gn", groups: int | None = None, norm_eps: float = 1e-5,
+                 activation: str = "relu", activation_params: dict | None = None,
+                 axis: int = 1) -> Tensor:
         """A norm with its per-channel affine, then the activation."""
         y = self.block_norm(x, norm=norm, groups=groups, norm_eps=norm_eps, axis=axis)
         shape = [1] * y.ndim

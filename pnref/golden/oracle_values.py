@@ -26,7 +26,10 @@ def _oracle_point(name: str, alpha: float | None, m: float, s: float) -> tuple[f
     return oracle.moments_float(name, m, s, derivatives=True, alpha=alpha, dps=_ORACLE_DIGITS)
 
 
-def _reduce(gamma, beta, gamma_tilde, beta_tilde):
+def _reduce(
+    gamma: np.ndarray, beta: np.ndarray, gamma_tilde: np.ndarray | None,
+    beta_tilde: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     gamma_tilde = np.zeros_like(gamma) if gamma_tilde is None else gamma_tilde
     beta_tilde = np.zeros_like(gamma) if beta_tilde is None else beta_tilde
     m = gamma * beta_tilde + beta
@@ -48,15 +51,20 @@ def _table(act: Activation, m: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(*m.shape, 6)
 
 
-def exact_moments(act: Activation, gamma, beta, gamma_tilde=None, beta_tilde=None):
+def exact_moments(
+    act: Activation, gamma: np.ndarray, beta: np.ndarray, gamma_tilde: np.ndarray | None = None,
+    beta_tilde: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``(mean, var)`` per channel, from the oracle (float64 arrays)."""
     m, sigma, _, _ = _reduce(gamma, beta, gamma_tilde, beta_tilde)
     table = _table(act, m, sigma)
     return table[..., 0], table[..., 1]
 
 
-def exact_moments_vjp(dmean, dvar, act: Activation, gamma, beta, gamma_tilde=None,
-                      beta_tilde=None) -> dict[str, np.ndarray]:
+def exact_moments_vjp(
+    dmean: np.ndarray, dvar: np.ndarray, act: Activation, gamma: np.ndarray, beta: np.ndarray,
+    gamma_tilde: np.ndarray | None = None, beta_tilde: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Gradients of ``dmean . mean + dvar . var`` for the present parameters, from the oracle.
 
     The chain rule is the one of ``docs/architecture.md``: ``m = gamma beta~ + beta``,
@@ -80,8 +88,10 @@ def exact_moments_vjp(dmean, dvar, act: Activation, gamma, beta, gamma_tilde=Non
     return grads
 
 
-def montecarlo_standard_errors(act: Activation, gamma, beta, gamma_tilde, beta_tilde,
-                               samples: int) -> tuple[float, float]:
+def montecarlo_standard_errors(
+    act: Activation, gamma: np.ndarray, beta: np.ndarray, gamma_tilde: np.ndarray | None,
+    beta_tilde: np.ndarray | None, samples: int,
+) -> tuple[float, float]:
     """Largest standard errors of an ``samples``-draw estimate of the mean and the variance.
 
     Uses ``Var(sample mean) = v / n`` and ``Var(sample variance) ~ (mu4 - v^2) / n``, with the

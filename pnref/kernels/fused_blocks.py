@@ -425,7 +425,9 @@ def norm_pn_act_vjp(
     return _pn_vjp(dout, x, setup, method, n)
 
 
-def _pn_vjp(dout, x: np.ndarray, setup: _PNSetup, method: str, n: int | None):
+def _pn_vjp(
+    dout: ArrayLike, x: np.ndarray, setup: _PNSetup, method: str, n: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The body of `norm_pn_act_vjp` once ``x`` is validated and ``setup`` built."""
     dout = _check_cotangent(dout, x)
     out_dtype = result_dtype(dout, x, *setup.params)
@@ -459,9 +461,10 @@ class SavedForward:
 
 
 def norm_pn_act_saving(
-    x, gamma, beta, gamma_tilde=None, beta_tilde=None, *, norm: str = "gn",
-    groups: int | None = None, norm_eps: float = 1e-5, activation: str | Activation = "relu",
-    eps: float = 0.03, method: str = "quantile", n: int | None = None, axis: int = 1,
+    x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, gamma_tilde: ArrayLike | None = None,
+    beta_tilde: ArrayLike | None = None, *, norm: str = "gn", groups: int | None = None,
+    norm_eps: float = 1e-5, activation: str | Activation = "relu", eps: float = 0.03,
+    method: str = "quantile", n: int | None = None, axis: int = 1,
 ) -> tuple[np.ndarray, SavedForward | None]:
     """`norm_pn_act` that also returns what its VJP needs (``None`` for reference inputs).
 
@@ -483,7 +486,9 @@ def norm_pn_act_saving(
     return out, SavedForward(x, setup, method, n)
 
 
-def norm_pn_act_vjp_saved(dout, saved: SavedForward):
+def norm_pn_act_vjp_saved(
+    dout: ArrayLike, saved: SavedForward,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """`norm_pn_act_vjp` from the `SavedForward` of `norm_pn_act_saving` (same results)."""
     return _pn_vjp(dout, saved.x, saved.setup, saved.method, saved.n)
 

@@ -2,9 +2,15 @@
 
 Images are channels-first, ``(N, C, H, W)``. Parameters are plain arrays passed in by the
 caller; nothing here owns state.
+
+Type hints: a layer's array arguments and result are NumPy arrays, or autograd's traced
+stand-ins for them while a gradient is taken, hence ``Any``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
@@ -37,7 +43,7 @@ defvjp(
 )
 
 
-def dense(x, weight, bias=None):
+def dense(x: Any, weight: Any, bias: Any | None = None) -> Any:
     """Fully connected layer (with a bias: one autograd primitive, hand VJP).
 
     Parameters
@@ -59,7 +65,7 @@ def dense(x, weight, bias=None):
     return _affine_primitive(x, weight, bias)
 
 
-def _pool_windows(x, size: int):
+def _pool_windows(x: Any, size: int) -> Any:
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     n, c, h, w = x.shape
@@ -68,7 +74,7 @@ def _pool_windows(x, size: int):
     return anp.reshape(x, (n, c, h // size, size, w // size, size))
 
 
-def avg_pool2d(x, size: int = 2):
+def avg_pool2d(x: Any, size: int = 2) -> Any:
     """Average over non-overlapping ``size x size`` windows (stride = size).
 
     Equations
@@ -96,14 +102,15 @@ def _window_max(x: np.ndarray, size: int) -> np.ndarray:
 _window_max_primitive = primitive(_window_max)
 
 
-def _window_max_vjp(ans, x, size):
+def _window_max_vjp(ans: np.ndarray, x: np.ndarray,
+                    size: int) -> Callable[[np.ndarray], np.ndarray]:
     """The gradient goes to the window's maxima, shared equally among ties.
 
     ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, the same operations
     in the same order, so both agree bit for bit), one window offset at a time.
     """
 
-    def vjp(g):
+    def vjp(g: np.ndarray) -> np.ndarray:
         offsets = [(a, b) for a in range(size) for b in range(size)]
         is_max = [x[:, :, a::size, b::size] == ans for a, b in offsets]
         ties = np.zeros(ans.shape)
@@ -120,7 +127,7 @@ def _window_max_vjp(ans, x, size):
 defvjp(_window_max_primitive, _window_max_vjp)
 
 
-def max_pool2d(x, size: int = 2):
+def max_pool2d(x: Any, size: int = 2) -> Any:
     """Maximum over non-overlapping ``size x size`` windows (stride = size).
 
     One autograd primitive with a hand VJP: the gradient goes to the maximum of each window,
@@ -139,8 +146,9 @@ def _cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray
     return np.mean(log_norm - shifted[np.arange(len(labels)), labels])
 
 
-def _cross_entropy_vjp(ans, logits, labels):
-    def vjp(g):
+def _cross_entropy_vjp(ans: np.ndarray, logits: np.ndarray,
+                       labels: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    def vjp(g: np.ndarray) -> np.ndarray:
         shifted = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(shifted)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -154,7 +162,7 @@ _cross_entropy = primitive(_cross_entropy_forward)
 defvjp(_cross_entropy, _cross_entropy_vjp)
 
 
-def softmax_cross_entropy(logits, labels: np.ndarray):
+def softmax_cross_entropy(logits: Any, labels: np.ndarray) -> Any:
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``, one primitive.
 
     The log-sum-exp is taken after subtracting each row's maximum (no overflow).
@@ -178,10 +186,10 @@ def _spatial_mean(x: np.ndarray) -> np.ndarray:
 _spatial_mean_primitive = primitive(_spatial_mean)
 
 
-def _spatial_mean_vjp(ans, x):
+def _spatial_mean_vjp(ans: np.ndarray, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     positions = int(np.prod(x.shape[2:]))
 
-    def vjp(g):
+    def vjp(g: np.ndarray) -> np.ndarray:
         return np.broadcast_to(g.reshape(g.shape + (1,) * (x.ndim - 2)), x.shape) / positions
 
     return vjp
@@ -190,7 +198,7 @@ def _spatial_mean_vjp(ans, x):
 defvjp(_spatial_mean_primitive, _spatial_mean_vjp)
 
 
-def global_avg_pool(x):
+def global_avg_pool(x: Any) -> Any:
     """Mean over every axis after the channel axis: ``(N, C, ...) -> (N, C)``.
 
     One autograd primitive: ``dx = g / (number of positions)`` at every position.
@@ -198,7 +206,7 @@ def global_avg_pool(x):
     return _spatial_mean_primitive(x)
 
 
-def flatten(x):
+def flatten(x: Any) -> Any:
     """Reshape ``(N, ...) -> (N, prod(...))``."""
     return anp.reshape(x, (x.shape[0], -1))
 

@@ -7,12 +7,16 @@ Parameters and state are flat dicts of arrays with dotted names (``"stage1.conv.
     logits, new_state = model.apply(params, state, x, training=True)
 
 ``apply`` is traceable by autograd with respect to ``params``; ``state`` (batch-norm running
-statistics) is updated outside the traced graph.
+statistics) is updated outside the traced graph. Hence the type hints: ``params`` as ``apply``
+receives it, and the activations and logits computed from it, are ``Any`` (a dict of arrays,
+or autograd's traced stand-in for one while a gradient is taken).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +39,12 @@ def _sub(tree: dict, prefix: str) -> dict:
     return {k[len(start):]: tree[k] for k in list(tree) if k.startswith(start)}
 
 
-def _merge(into: dict, prefix: str, entries: dict) -> None:
+def _merge(into: dict, prefix: str, entries: Mapping[str, Any]) -> None:
     for k, v in entries.items():
         into[f"{prefix}.{k}"] = v
 
 
-def _check_positive_ints(values, name: str) -> tuple[int, ...]:
+def _check_positive_ints(values: Iterable[Any], name: str) -> tuple[int, ...]:
     values = tuple(values)
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values}")
@@ -59,7 +63,8 @@ class _Network:
         _merge(params, prefix, p)
         _merge(state, prefix, s)
 
-    def _norm(self, params, state, new_state, prefix, x, *, activation, training):
+    def _norm(self, params: Any, state: Mapping[str, np.ndarray], new_state: Params,
+              prefix: str, x: Any, *, activation: str | None, training: bool) -> Any:
         out, s = apply_norm(
             self.spec, x, _sub(params, prefix), _sub(state, prefix),
             activation=activation, training=training,
@@ -67,7 +72,7 @@ class _Network:
         _merge(new_state, prefix, s)
         return out
 
-    def _weight(self, params, name: str, output_axis: int):
+    def _weight(self, params: Any, name: str, output_axis: int) -> Any:
         w = params[name]
         if self.spec.weight_std:
             w = ops.weight_standardization(w, axis=output_axis)
@@ -123,8 +128,12 @@ class MLP(_Network):
         params["head.bias"] = np.zeros(self.num_classes)
         return params, state
 
-    def apply(self, params, state, x, *, training: bool):
-        """Logits of shape (N, num_classes) and the new state."""
+    def apply(self, params: Any, state: Mapping[str, np.ndarray], x: np.ndarray, *,
+              training: bool) -> tuple[Any, Params]:
+        """Logits of shape (N, num_classes) and the new state.
+
+        ``params`` and the logits are ``Any``: traced by autograd when a gradient is taken.
+        """
         h = layers.flatten(x)
         new_state: Params = {}
         for i in range(len(self.hidden)):
@@ -178,12 +187,13 @@ class CNN(_Network):
             raise ValueError(f"pool must be 'max' or 'avg', got {self.pool!r}")
         self.spec = parse_norm(self.norm, groups=self.groups, backend=self.backend)
 
-    def _add_conv(self, params, rng, name: str, c_in: int, c_out: int) -> None:
+    def _add_conv(self, params: Params, rng: np.random.Generator, name: str, c_in: int,
+                  c_out: int) -> None:
         params[f"{name}.weight"] = layers.he_normal(rng, (c_out, c_in, 3, 3), c_in * 9)
         if self.spec.kind == "none":
             params[f"{name}.bias"] = np.zeros(c_out)
 
-    def _conv(self, params, name: str, x):
+    def _conv(self, params: Any, name: str, x: Any) -> Any:
         out = layers.conv2d(x, self._weight(params, f"{name}.weight", output_axis=0))
         bias = params.get(f"{name}.bias")
         return out if bias is None else out + bias[:, None, None]
@@ -208,8 +218,12 @@ class CNN(_Network):
         params["head.bias"] = np.zeros(self.num_classes)
         return params, state
 
-    def apply(self, params, state, x, *, training: bool):
-        """Logits of shape (N, num_classes) and the new state."""
+    def apply(self, params: Any, state: Mapping[str, np.ndarray], x: np.ndarray, *,
+              training: bool) -> tuple[Any, Params]:
+        """Logits of shape (N, num_classes) and the new state.
+
+        ``params`` and the logits are ``Any``: traced by autograd when a gradient is taken.
+        """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (N, {self.in_channels}, H, W), got {x.shape}")
         pool = layers.max_pool2d if self.pool == "max" else layers.avg_pool2d
@@ -235,7 +249,7 @@ class CNN(_Network):
 
 
 def build_model(name: str, *, in_shape: tuple[int, ...], num_classes: int, norm: str,
-                **options) -> MLP | CNN:
+                **options: Any) -> MLP | CNN:
     """Build ``"mlp"`` or ``"cnn"`` for inputs of shape ``in_shape`` (without the batch axis).
 
     ``options`` go to the model's constructor (``widths``, ``hidden``, ``groups``, ...).

@@ -19,11 +19,16 @@ their full affine there.
 
 Parameter names inside a layer: ``gamma``, ``beta``, ``gamma_tilde``, ``beta_tilde``; BN
 state: ``running_mean``, ``running_var``.
+
+Type hints: the input, the parameters and the output of a layer are ``Any`` because autograd
+traces them while a gradient is taken (arrays otherwise); the state is never traced.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from autograd.tracer import getval
@@ -127,7 +132,7 @@ def init_norm(
     return params, state
 
 
-def _running_update(x, state: dict) -> dict:
+def _running_update(x: Any, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """BN's new running statistics from the batch ``x`` (outside autograd's trace)."""
     mean, var = batch_norm_running_update(
         getval(x), state["running_mean"], state["running_var"], momentum=BN_MOMENTUM
@@ -135,7 +140,10 @@ def _running_update(x, state: dict) -> dict:
     return {"running_mean": mean, "running_var": var}
 
 
-def _normalize(spec: NormSpec, x, gamma, beta, state, training: bool):
+def _normalize(
+    spec: NormSpec, x: Any, gamma: Any, beta: Any | None, state: Mapping[str, np.ndarray],
+    training: bool,
+) -> tuple[Any, Mapping[str, np.ndarray]]:
     """The norm with its affine (``gamma``/``beta`` may be None); returns (y, new_state)."""
     if spec.kind == "bn":
         if not training:
@@ -156,22 +164,23 @@ def _normalize(spec: NormSpec, x, gamma, beta, state, training: bool):
 
 def apply_norm(
     spec: NormSpec,
-    x,
-    params: dict,
-    state: dict,
+    x: Any,
+    params: Mapping[str, Any],
+    state: Mapping[str, np.ndarray],
     *,
     activation: str | None,
     training: bool,
-) -> tuple[object, dict]:
+) -> tuple[Any, Mapping[str, np.ndarray]]:
     """Norm, affine and (optionally) activation of one layer.
 
     Parameters
     ----------
     spec : NormSpec
     x : array, channels on axis 1
-        The output of a dense or convolution layer.
-    params, state : dict
-        From `init_norm`.
+        The output of a dense or convolution layer (traced by autograd when a gradient is
+        taken, hence ``Any``).
+    params, state : mapping of str to array
+        From `init_norm`; the values of ``params`` may be traced like ``x``.
     activation : str or None
         The activation that follows, or None for a norm not followed by one.
     training : bool

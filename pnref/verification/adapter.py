@@ -98,7 +98,8 @@ class PnrefAdapter:
     def __init__(self) -> None:
         self._blocks = _fast_blocks()
 
-    def _block(self, op: str, inputs, attrs, cotangents=None):
+    def _block(self, op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+               cotangents: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         from pnref.golden.ops import activation_of
 
         blocks = self._blocks
@@ -115,7 +116,8 @@ class PnrefAdapter:
         grads = getattr(blocks, f"{op}_vjp")(cotangents["out"], *args, **kwargs)
         return {k: g for k, g in zip(names, grads, strict=True) if k in inputs}
 
-    def _norm(self, op: str, inputs, attrs, cotangents=None):
+    def _norm(self, op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+              cotangents: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         from pnref.golden.ops import expand_group_affine, reduce_group_affine
 
         channels = inputs["x"].shape[attrs["axis"]]
@@ -146,14 +148,16 @@ class PnrefAdapter:
             return self._norm
         return None
 
-    def forward(self, op, inputs, attrs):
+    def forward(self, op: str, inputs: Mapping[str, np.ndarray],
+                attrs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Outputs of ``op`` (see `GoldenAdapter`)."""
         fast = self._fast(op)
         if fast is not None:
             return fast(op, inputs, attrs)
         return _in_dtype(OPS[op].forward(inputs, attrs), inputs)
 
-    def vjp(self, op, inputs, attrs, cotangents):
+    def vjp(self, op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+            cotangents: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Gradients for ``op`` (see `GoldenAdapter`)."""
         fast = self._fast(op)
         if fast is not None:
@@ -161,7 +165,8 @@ class PnrefAdapter:
         return _in_dtype(OPS[op].vjp(inputs, attrs, cotangents), inputs)
 
 
-def _in_dtype(arrays: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]):
+def _in_dtype(arrays: Mapping[str, np.ndarray],
+              inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     dtype = np.result_type(*inputs.values())
     return {k: np.asarray(v).astype(dtype) for k, v in arrays.items()}
 

@@ -112,8 +112,9 @@ def _outcome_failed(result: CaseResult, outcome: Outcome) -> bool:
     return False
 
 
-def run_case(case: GoldenCase, runner, *, supports: bool, strict: bool = False,
-             overrides: Sequence[ToleranceOverride] = (), changed: dict[int, int] | None = None,
+def run_case(case: GoldenCase, runner: WorkerRunner | InProcessRunner, *, supports: bool,
+             strict: bool = False, overrides: Sequence[ToleranceOverride] = (),
+             changed: dict[int, int] | None = None,
              diagnose: Callable[..., list[dict[str, Any]]] | None = None) -> CaseResult:
     """Run one case through ``runner`` and judge it (the steps of the module docstring).
 
