@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import mpmath as mp
@@ -380,7 +380,7 @@ def estimator_moments(
     name: str,
     m: float,
     s: float,
-    points,
+    points: Iterable[float],
     *,
     alpha: float | None = None,
     digits: int = 25,

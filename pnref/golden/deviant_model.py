@@ -338,8 +338,10 @@ def _running_update(p, attrs, knobs: Knobs):
     count = values.shape[0]
     batch_mean = values.mean(axis=0)
     batch_var = np.square(values - batch_mean).mean(axis=0)
-    torch_style = attrs["momentum_convention"] == "torch"
-    if torch_style != knobs.running_bias_flipped:
+    convention = attrs["momentum_convention"]
+    torch_style = convention == "torch"
+    unbiased = convention in ("torch", "tf_fused")  # see pnref.norms.batch_running
+    if unbiased != knobs.running_bias_flipped:
         batch_var = batch_var * count / (count - 1)
     momentum = float(attrs["momentum"])
     on_batch = momentum if torch_style != knobs.momentum_flipped else 1.0 - momentum
