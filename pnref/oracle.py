@@ -22,10 +22,11 @@ Numerical care (docs/proxy-moments.md, "The oracle"):
   E (f - mean) = 0): this removes the bulk of the integrand when f is nearly affine
   over the Gaussian's mass;
 - those differences are formed from a residual r = f - c z that carries the small part
-  of f exactly: for GELU with m > 0, r(z) = gelu(-z) = -z Phi(-z) (c = 1), because
-  Phi(z) = 1 - Phi(-z) rounds to 1 at working precision once Phi(-z) < 10^-dps, and
-  f'(Z) - f'(m) would then lose the whole of E[f'(Z) X] (m/s >= 30: the table's
-  dmean_ds and dvar_dm were 100 % wrong before this);
+  of f exactly: for the activations with f(z) = z + f(-z) (GELU, tanh-GELU, SiLU,
+  softplus) and m > 0, r(z) = f(-z) (c = 1), because f'(z) = 1 - (tiny) rounds to 1 at
+  working precision once the tiny part is below 10^-dps, and f'(Z) - f'(m) would then
+  lose the whole of E[f'(Z) X] (GELU at m/s >= 30, tanh-GELU at m = 39.7, s = 1: the
+  table's dmean_ds and dvar_dm were 100 % wrong before this);
 - constants (alpha, 0.044715, pi) are built at the working precision from decimal
   strings; the variance is two-pass, E[(f - mean)^2];
 - for s < 1e-3 the working precision is raised so that f - mean (of size s |f'|) keeps
@@ -79,6 +80,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 _DEFAULT_ALPHA = {"leaky_relu": "0.01", "elu": "1"}
 _KINKED = {"relu", "leaky_relu", "elu"}
+#: Activations with f(z) = z + f(-z) (see `_residual`).
+_REFLECTED = {"gelu", "gelu_tanh", "silu", "softplus"}
 
 MpFunction = Callable[[mp.mpf], mp.mpf]
 
@@ -156,24 +159,21 @@ def activation_functions(
 def _residual(name: str, f: MpFunction, df: MpFunction, m: mp.mpf) -> tuple:
     """``(c, r, dr)`` with f(z) = c z + r(z) exactly and r, r' free of rounding to 1.
 
-    For GELU with m > 0 the reflection gelu(z) = z + gelu(-z) gives c = 1 and
-    r(z) = -z Phi(-z), r'(z) = z phi(z) - Phi(-z); evaluated this way r keeps its relative
-    precision where Phi(z) = 1 - Phi(-z) would round to 1 (Phi(-z) < 10^-dps, z > 11 at
-    30 digits). Everywhere else c = 0 and r = f.
+    GELU, tanh-GELU, SiLU and softplus satisfy the reflection f(z) = z + f(-z). For
+    m > 0 that gives c = 1, r(z) = f(-z), r'(z) = -f'(-z); evaluated this way r and r'
+    keep their relative precision where f'(z) = 1 - (tiny) would round to 1 at working
+    precision (gelu_tanh: 1 - f'(z) ~ e^(-0.07 z^3), below 10^-40 from z ~ 11). Everywhere
+    else c = 0 and r = f.
 
     Equations
     ---------
     .. math::
 
-        \\mathrm{gelu}(z) = z + \\mathrm{gelu}(-z), \\quad
-        r(z) = -z \\Phi(-z), \\quad r'(z) = z \\varphi(z) - \\Phi(-z) .
+        f(z) = z + f(-z), \\quad r(z) = f(-z), \\quad r'(z) = -f'(-z)
+        \\quad (\\mathrm{gelu}: r(z) = -z \\Phi(-z)) .
     """
-    if name == "gelu" and m > 0:
-        return (
-            mp.mpf(1),
-            lambda z: -z * mp.ncdf(-z),
-            lambda z: z * mp.npdf(z) - mp.ncdf(-z),
-        )
+    if name in _REFLECTED and m > 0:
+        return mp.mpf(1), (lambda z: f(-z)), (lambda z: -df(-z))
     return mp.mpf(0), f, df
 
 

@@ -14,9 +14,10 @@ Grid, for every activation and parameter (14 variants): five regions,
 - tiny_s:    m uniform in [-3, 3], s log-uniform in [1e-8, 1e-4]     (2 points)
 - huge_s:    m/s uniform in [-40, 40], s log-uniform in [30, 1e3]    (3 points)
 
-plus the points named in issue 13 (region "issue"). Columns: activation, alpha (empty when
-none), region, m, s, mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds (float repr, the
-mpmath values rounded once to float64).
+plus the points named in issue 13 (region "issue"; new points go at the end of
+ISSUE_POINTS, so that their rows can be appended to the table without recomputing the
+others). Columns: activation, alpha (empty when none), region, m, s, mean, var, dmean_dm,
+dmean_ds, dvar_dm, dvar_ds (float repr, the mpmath values rounded once to float64).
 """
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ ISSUE_POINTS = (("elu", 1.0, -19.75, 5.0), ("elu", 1.0, -505.9, 13.96),
                 ("relu", None, 2.7533, 0.35608), ("relu", None, 22.0 * 0.5, 0.5),
                 ("silu", None, 0.3, 1000.0), ("softplus", None, 0.4, 1000.0),
                 ("softplus", None, 0.5, 1e-8), ("tanh", None, -30.0, 3.0),
-                ("sigmoid", None, -60.0, 4.0), ("gelu_tanh", None, -45.0, 3.5))
+                ("sigmoid", None, -60.0, 4.0), ("gelu_tanh", None, -45.0, 3.5),
+                # gelu_tanh's e^(-0.07 |z|^3) tail peaks (issue 13c), mirrored for f' - 1 at m > 0
+                ("gelu_tanh", None, -39.7, 1.0), ("gelu_tanh", None, 39.7, 1.0),
+                ("gelu_tanh", None, -31.5, 0.9), ("gelu_tanh", None, -44.4, 1.2),
+                ("gelu_tanh", None, 40.8, 1.2), ("gelu_tanh", None, -2.0, 0.1),
+                ("gelu_tanh", None, -25000.0, 1e3), ("gelu_tanh", None, -150.0, 10.0),
+                ("gelu_tanh", None, -10.6, 0.3))
 
 
 def grid(seed: int = 13) -> list[tuple[str, float | None, str, float, float]]:

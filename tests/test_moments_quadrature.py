@@ -186,3 +186,33 @@ def test_moments_respect_the_range_of_f(m, s, name):
     spread = np.max(np.abs(f)) * 1e-15  # rounding of sums of O(max |f|) terms
     assert f.min() - spread <= mean[0] <= f.max() + spread
     assert 0.0 <= var[0] <= np.sum(w[0] * (f - act.f(np.array([m]))[0]) ** 2) * (1 + 1e-13)
+
+
+@pytest.mark.parametrize(("m", "s"), [(-39.7, 1.0), (39.7, 1.0), (-31.5, 0.9), (-2.0, 0.1),
+                                    (-150.0, 10.0)])
+def test_gelu_tanh_tail_breakpoints_bracket_the_peaks(m, s):
+    # gelu_tanh's tail integrand g^j phi ~ exp(j 2u(s y - |m|) - y^2 / 2), 2u = b z + q z^3: the
+    # closed-form peak y_j (`_tail_breakpoints`) must be the maximiser found by brute force on
+    # a grid of step 1e-5 (the breakpoints y_j -+ 4 sigma_j are symmetric about y_j).
+    act = pnref.activation("gelu_tanh")
+    points = quadrature._tail_breakpoints(act, np.array([m]), np.array([s]))
+    b = 2.0 * np.sqrt(2.0 / np.pi)
+    q = 0.044715 * b
+    y = np.arange(0.0, abs(m) / s, 1e-5)
+    z = s * y - abs(m)
+    for index, j in enumerate(quadrature.TAIL_TILTS):
+        low, high = points[2 * index][0], points[2 * index + 1][0]
+        peak, width = 0.5 * (low + high), (high - low) / 8.0
+        log_integrand = j * (b * z + q * z**3) - 0.5 * y * y
+        expected = y[np.argmax(log_integrand)]
+        if expected >= y[-1] - 1e-4:
+            # No interior maximum (m = -150, s = 10): the integrand grows up to the split
+            # point, where the graded pieces are; the extra pieces collapse to y = 0.
+            assert low == high == 0.0
+            continue
+        # 2e-5: the grid step (the maximiser is on the grid to within one step).
+        assert abs(peak - expected) <= 2e-5, (j, peak, expected)
+        # The width is the curvature's: -h''(y) = 1 + 6 j q s^2 |z| at the peak (5e-3: the
+        # curvature evaluated at the grid maximiser instead of the exact peak).
+        curvature = 1.0 + 6.0 * j * q * s * s * abs(s * expected - abs(m))
+        assert abs(width * np.sqrt(curvature) - 1.0) <= 5e-3

@@ -76,6 +76,34 @@ def test_gelu_right_tail_derivatives(m, s):
     assert _relative(dvar_dm, expected_dvar_dm) <= 1e-25
 
 
+@pytest.mark.parametrize("name", ["gelu_tanh", "gelu", "silu"])
+def test_reflection_identity_for_derivatives(name):
+    # f(z) = z + f(-z) for these activations, so mean(m) = m + mean(-m) and, with
+    # Z' = -m + s X, var(m) = s^2 (1 - 2 E f'(Z')) + var(-m). Differentiating:
+    #   dmean_dm(m) = 1 - dmean_dm(-m),   dmean_ds(m) = dmean_ds(-m),
+    #   dvar_dm(m) = 2 s dmean_ds(-m) - dvar_dm(-m)   (d/dm E f'(Z') = E f''(Z') = dmean_ds / s).
+    # At m = -39.7 nothing rounds (every term is small); at m = +39.7 f'(z) = 1 - (tiny) and
+    # the tiny part (1e-225 for gelu_tanh, e^(-0.07 z^3)) is below the working precision
+    # unless the oracle integrates the reflected residual f(-z) (before the fix:
+    # gelu_tanh dmean_ds(39.7) = -3.0e-226 against -7.93e-225).
+    m, s = 39.7, 1.0
+    right = oracle.moments(name, m, s, derivatives=True, dps=16)
+    left = oracle.moments(name, -m, s, derivatives=True, dps=16)
+    mean_r, var_r, dmean_dm_r, dmean_ds_r, dvar_dm_r, _ = right
+    mean_l, var_l, dmean_dm_l, dmean_ds_l, dvar_dm_l, _ = left
+    # The tiny tails: each side is its own 16-digit computation, so 1e-13 leaves 3 digits of
+    # margin while a lost tail term is an O(1) relative error.
+    assert _relative(dmean_ds_r, dmean_ds_l) <= 1e-13
+    assert _relative(dvar_dm_r, 2 * s * dmean_ds_l - dvar_dm_l) <= 1e-13
+    # The O(1) outputs carry the tail only beyond float64 for gelu and gelu_tanh (1e-170,
+    # 1e-226) and at 1e-16 for silu: both sides agree to a few units of 1e-16 (4e-16 allows
+    # two roundings of the 16-digit results and of the sums formed here).
+    with mp.workdps(40):
+        assert _relative(mean_r, m + mean_l) <= 4e-16
+        assert _relative(dmean_dm_r, 1 - dmean_dm_l) <= 4e-16
+        assert _relative(var_r, s**2 * (1 - 2 * dmean_dm_l) + var_l) <= 4e-16
+
+
 def test_identity_is_exact_even_for_tiny_means():
     # mean = m and var = s^2 exactly; m = -1e-300 with s = 1e-8 would be lost to quad's
     # absolute tolerance without the tangent subtraction.
