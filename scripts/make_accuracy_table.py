@@ -213,7 +213,8 @@ def _fmt(value: float) -> str:
     return f"{value:.0e}"
 
 
-def write_doc(cells: dict, quick: bool, seconds: float) -> None:
+def write_doc(cells: dict, quick: bool, seconds: float | None) -> None:
+    """Write docs/accuracy.md; ``seconds`` None: the methods were re-judged on kept references."""
     regions = list(REGIONS)
     lines = [
         "# Accuracy: each method's error, measured",
@@ -222,7 +223,9 @@ def write_doc(cells: dict, quick: bool, seconds: float) -> None:
         "behind it is `tests/data/accuracy_table.csv` (every quantity separately) and the",
         "reference values `tests/data/accuracy_reference.csv`. "
         + ("**Quick run (one point per region).** " if quick else "")
-        + f"Last run: {seconds:.0f} s on 2 processes.",
+        + ("The references were computed by a run of the script with the oracle; the "
+           "methods were last re-judged against them with `--reuse-reference`."
+           if seconds is None else f"Last run: {seconds:.0f} s on 2 processes."),
         "",
         "Each cell is **max / median** relative error, `|got - ref| / max(|ref|, 1e-290)`, over",
         "the region's grid points, taken over the two values (mean, var) or over the four",
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.reuse_reference:
         quick = len(load_reference()) < 300  # the --quick grid has 210 reference values
-        _write_table_and_doc(quick, start)
+        _write_table_and_doc(quick, start, reused=True)
         return 0
     jobs = []
     for name, alpha in ACTIVATIONS:
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_table_and_doc(quick: bool, start: float) -> None:
+def _write_table_and_doc(quick: bool, start: float, *, reused: bool = False) -> None:
     """Judge every method on the committed references; write the table CSV and the page."""
     cells = summarise(point_errors(load_reference()))
     with TABLE.open("w", newline="") as handle:
@@ -320,7 +323,7 @@ def _write_table_and_doc(quick: bool, start: float) -> None:
             writer.writerow([method, name, "" if alpha is None else repr(alpha), region, q,
                              repr(worst), repr(median), count])
     seconds = time.perf_counter() - start
-    write_doc(cells, quick, seconds)
+    write_doc(cells, quick, None if reused else seconds)
     print(f"wrote {TABLE.name}, {DOC.name} in {seconds:.0f} s")
 
 
