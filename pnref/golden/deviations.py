@@ -255,18 +255,25 @@ def combine(first: Variant, second: Variant) -> Variant | None:
                    first.drop + second.drop, first.zero_param_grads or second.zero_param_grads)
 
 
-def _reference(op, inputs, attrs, cotangents):
+def reference_outputs(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+                      cotangents: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """pnref's float64 answer for a case, keyed as in a case file (``expected.y``,
+    ``expected_grad.x``); gradients only when ``cotangents`` are given."""
     spec = OPS[op]
+    with np.errstate(all="ignore"):
+        outputs = {f"expected.{k}": np.asarray(v, dtype=np.float64)
+                   for k, v in spec.forward(inputs, attrs).items()}
+        if cotangents and spec.vjp is not None:
+            outputs.update({f"expected_grad.{k}": np.asarray(v, dtype=np.float64)
+                            for k, v in spec.vjp(inputs, attrs, cotangents).items()})
+    return outputs
+
+
+def _reference(op, inputs, attrs, cotangents):
     try:
-        with np.errstate(all="ignore"):
-            outputs = {f"expected.{k}": np.asarray(v, dtype=np.float64)
-                       for k, v in spec.forward(inputs, attrs).items()}
-            if cotangents and spec.vjp is not None:
-                outputs.update({f"expected_grad.{k}": np.asarray(v, dtype=np.float64)
-                                for k, v in spec.vjp(inputs, attrs, cotangents).items()})
+        return reference_outputs(op, inputs, attrs, cotangents)
     except (ValueError, TypeError, NotImplementedError):
         return None  # the reference refuses the modified attributes: mistake not applicable
-    return outputs
 
 
 def deviant_outputs(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],

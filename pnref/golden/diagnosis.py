@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from pnref.golden.compare import compare
-from pnref.golden.deviations import CATALOGUE, Variant, applicable, combine, deviant_outputs
+from pnref.golden.deviations import (
+    CATALOGUE,
+    Variant,
+    applicable,
+    combine,
+    deviant_outputs,
+    reference_outputs,
+)
 from pnref.golden.ops import OPS
 from pnref.golden.tolerances import Tolerance
 
@@ -75,17 +82,6 @@ def _ratio(actual: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]
     return worst
 
 
-def _reference(op, inputs, attrs, cotangents) -> dict[str, np.ndarray]:
-    spec = OPS[op]
-    with np.errstate(all="ignore"):
-        outputs = {f"expected.{k}": np.asarray(v, dtype=np.float64)
-                   for k, v in spec.forward(inputs, attrs).items()}
-        if cotangents and spec.vjp is not None:
-            outputs.update({f"expected_grad.{k}": np.asarray(v, dtype=np.float64)
-                            for k, v in spec.vjp(inputs, attrs, cotangents).items()})
-    return outputs
-
-
 def diagnose(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
              cotangents: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
              tolerances: Mapping[str, Tolerance]) -> list[dict[str, Any]]:
@@ -114,7 +110,7 @@ def diagnose(op: str, inputs: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
     cotangents = dict(cotangents or {})
     actual = {k: np.asarray(v) for k, v in actual.items() if v is not None}
     ct_rms = _rms(cotangents)
-    reference = _reference(op, inputs, attrs, cotangents)
+    reference = reference_outputs(op, inputs, attrs, cotangents)
     reference_ratio = _ratio(actual, reference, tolerances, ct_rms)
 
     def evaluate(variant: Variant) -> float | None:

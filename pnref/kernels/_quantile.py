@@ -41,6 +41,7 @@ from pnref.kernels._activation_rows import (
     SILU,
     SOFTPLUS,
     TANH,
+    _sigmoid,
     activate_row_with_slope,
 )
 
@@ -61,14 +62,6 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
-
-
-@njit(**_JIT)
-def _sigmoid(z: float) -> float:
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
 
 
 @njit(**_JIT)
