@@ -394,7 +394,9 @@ def estimator_moments(
     value are seen) and is raised (400, 520, 760, ... up to 3200 digits) until two
     successive precisions agree to ``digits`` significant digits in every output, so
     deviations far smaller than the values (tanh at m = -40: f = -1 + 2e-35 u) are
-    resolved.
+    resolved. An output below 10^-(p - 40) at two successive precisions p < p' is an exact
+    zero seen through rounding noise (sigmoid at m = 0 on symmetric points: d(var)/dm is
+    an odd sum) and is returned as 0.
 
     Parameters
     ----------
@@ -439,21 +441,30 @@ def estimator_moments(
     # still shows with 40 digits to spare: two precisions that both round such a part away
     # would agree and prove nothing.
     previous = None
+    previous_dps = None
     dps, step = 340, 60
     while True:
         with mp.workdps(dps):
             f, df, _ = activation_functions(name, alpha)
             current = _estimator_at(f, df, mp.mpf(m), mp.mpf(s), [mp.mpf(u) for u in values])
-            if previous is not None and all(
-                abs(a - b) <= mp.mpf(10) ** -digits * abs(a)
-                for a, b in zip(current, previous, strict=True)
-            ):
-                return tuple(+v for v in current)
+            if previous is not None:
+                # An output that is exactly 0 (an odd sum over symmetric points: sigmoid at
+                # m = 0 on the official points) is, at each precision, only that precision's
+                # rounding noise, which never settles relatively. Both precisions below
+                # 10^-(previous_dps - 40) of an O(1) scale (< 1e-260 here, so below every
+                # magnitude that is judged relatively) means "zero".
+                zero = mp.mpf(10) ** -(previous_dps - 40)
+                is_zero = [abs(a) <= zero and abs(b) <= zero
+                           for a, b in zip(current, previous, strict=True)]
+                if all(z or abs(a - b) <= mp.mpf(10) ** -digits * abs(a)
+                       for z, a, b in zip(is_zero, current, previous, strict=True)):
+                    return tuple(mp.mpf(0) if z else +v
+                                 for z, v in zip(is_zero, current, strict=True))
             if dps >= 3200:
                 raise ArithmeticError(
                     f"estimator_moments({name!r}, {m!r}, {s!r}) did not settle by 3200 digits"
                 )
-        previous = current
+        previous, previous_dps = current, dps
         dps, step = dps + step, 2 * step
 
 

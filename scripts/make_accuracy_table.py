@@ -27,7 +27,10 @@ Grid (|m|/s <= 40, s in [1e-8, 1e3]; m = ratio * s), five regions:
     first point of each.
 
 Outputs
-    tests/data/accuracy_reference.csv   the reference values (float64 repr)
+    tests/data/accuracy_reference.csv   the reference values (float64 repr); while a run
+                                        is in progress its finished values go to
+                                        accuracy_reference.partial.csv, from which an
+                                        interrupted run resumes
     tests/data/accuracy_table.csv       max and median error per method, activation,
                                         region and quantity
     docs/accuracy.md                    the table a reader scans
@@ -56,6 +59,9 @@ from pnref import oracle  # noqa: E402
 from pnref.moments import montecarlo, quantile  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "accuracy_reference.csv"
+#: Finished reference rows of a run in progress (appended as they come; the next run resumes
+#: from them; deleted once the reference file is written).
+PARTIAL = ROOT / "tests" / "data" / "accuracy_reference.partial.csv"
 TABLE = ROOT / "tests" / "data" / "accuracy_table.csv"
 DOC = ROOT / "docs" / "accuracy.md"
 
@@ -295,20 +301,44 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append((kind, name, alpha, region, m, s))
     # The slowest (oracle) jobs first, so the two processes finish together.
     jobs.sort(key=lambda job: job[0] != "oracle")
-    print(f"{len(jobs)} reference values on {args.processes} processes", flush=True)
-    rows = []
-    with multiprocessing.Pool(args.processes) as pool:
-        for index, row in enumerate(pool.imap(compute_reference, jobs, chunksize=1)):
-            rows.append(row)
+    done = _finished_rows(jobs)
+    todo = [job for job in jobs if _job_key(job) not in done]
+    print(f"{len(jobs)} reference values ({len(done)} kept from {PARTIAL.name}) on "
+          f"{args.processes} processes", flush=True)
+    with multiprocessing.Pool(args.processes) as pool, PARTIAL.open("a", newline="") as partial:
+        writer = csv.writer(partial, lineterminator="\n")
+        for index, row in enumerate(pool.imap_unordered(compute_reference, todo, chunksize=1)):
+            writer.writerow(row)  # kept at once: a crash or Ctrl-C loses no finished value
+            partial.flush()
+            done[_job_key(row)] = row
             if index % 25 == 0:
-                print(f"{index}/{len(jobs)} {time.perf_counter() - start:.0f} s", flush=True)
+                print(f"{index}/{len(todo)} {time.perf_counter() - start:.0f} s", flush=True)
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     with REFERENCE.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(REFERENCE_COLUMNS)
-        writer.writerows(rows)
+        writer.writerows(done[_job_key(job)] for job in jobs)
+    PARTIAL.unlink()
     _write_table_and_doc(args.quick, start)
     return 0
+
+
+def _job_key(job_or_row) -> tuple:
+    """(kind, activation, alpha, region, m, s) as text: the identity of a reference value."""
+    kind, name, alpha, region, m, s = job_or_row[:6]
+    if not isinstance(alpha, str):  # a job: alpha a float or None, m and s floats
+        alpha, m, s = "" if alpha is None else repr(alpha), repr(m), repr(s)
+    return kind, name, alpha, region, m, s
+
+
+def _finished_rows(jobs: list[tuple]) -> dict[tuple, list]:
+    """Rows of an interrupted run kept in `PARTIAL` that belong to this grid."""
+    if not PARTIAL.exists():
+        return {}
+    wanted = {_job_key(job) for job in jobs}
+    with PARTIAL.open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if len(row) == len(REFERENCE_COLUMNS)]
+    return {_job_key(row): row for row in rows if _job_key(row) in wanted}
 
 
 def _write_table_and_doc(quick: bool, start: float, *, reused: bool = False) -> None:

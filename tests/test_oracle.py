@@ -288,3 +288,25 @@ def test_tanh_far_left_needs_and_gets_more_digits():
     high = oracle.moments("tanh", -40.0, 1.0, derivatives=True, dps=45)
     for value, reference in zip(low, high, strict=True):
         assert _relative(value, reference) <= 1e-25  # as above
+
+
+def test_estimator_exact_zeros_settle_to_zero():
+    """Odd sums over the symmetric official points are exactly 0 in exact arithmetic.
+
+    For sigmoid at m = 0, f - 1/2 is odd and f' even in u, so d(mean)/ds and d(var)/dm
+    vanish; at every precision they are only rounding noise (which never agrees
+    relatively between two precisions), and the oracle must return 0, not give up.
+    """
+    from pnref.moments import quantile
+
+    points = np.array(quantile.points(200))
+    assert np.array_equal(points, -points[::-1])  # symmetric to the last bit
+    values = oracle.estimator_moments("sigmoid", 0.0, 1.0, points)
+    mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds = values
+    assert mean == mp.mpf("0.5") and dmean_ds == 0 and dvar_dm == 0
+    # the non-zero outputs are unaffected: var against the same sum written out here
+    with mp.workdps(60):
+        deviations = [mp.mpf(1) / (1 + mp.exp(-mp.mpf(u))) - mp.mpf("0.5") for u in points]
+        want = mp.fsum(d * d for d in deviations) / len(points)
+    assert abs(var - want) <= mp.mpf(10) ** -45 * want
+    assert dmean_dm > 0 and dvar_ds > 0
