@@ -92,3 +92,21 @@ def test_im2col_equals_the_strided_window_view():
         back = np.empty_like(x)
         batch_first(images, back)
         np.testing.assert_array_equal(back, x)
+
+
+def test_max_pool_propagates_nan_like_numpy_max():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 2, 4, 4))
+    x[0, 1, 2, 3] = np.nan  # one window of channel 1
+    cotangent = rng.normal(size=(1, 2, 2, 2))
+
+    def reference(x_in):
+        windows = anp.reshape(x_in, (1, 2, 2, 2, 2, 2))
+        return anp.sum(anp.max(windows, axis=(3, 5)) * cotangent)
+
+    out = max_pool2d(x, 2)
+    assert np.isnan(out[0, 1, 1, 1]) and np.isfinite(np.delete(out.ravel(), 7)).all()
+    with np.errstate(invalid="ignore"):  # autograd's rule divides 0 by 0 in the NaN window
+        want = autograd.grad(reference)(x)
+    got = autograd.grad(lambda x_in: anp.sum(max_pool2d(x_in, 2) * cotangent))(x)
+    np.testing.assert_array_equal(got, want)  # NaN where NumPy's rule gives NaN, equal elsewhere
