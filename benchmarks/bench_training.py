@@ -2,7 +2,8 @@
 
     python benchmarks/bench_training.py [--norm gn+pn] [--image-size 8] [--widths 16 32]
 
-Times ``autograd.value_and_grad`` of the softmax cross-entropy of :class:`pnref.nn.CNN`
+Times the gradient step of `pnref.nn.train` (``value_and_grad_of_params``) of the softmax
+cross-entropy of :class:`pnref.nn.CNN`
 (NumPy blocks, and the Numba blocks), and, when PyTorch is installed, the same network
 written with ``torch.nn.functional`` on the CPU (GroupNorm / LayerNorm without affine
 followed by a PN-Act written in torch from the same 200 quantiles). Both sides run on one
@@ -20,12 +21,12 @@ import os
 import statistics
 import time
 
-import autograd
 import numba
 import numpy as np
 from scipy.special import erfinv
 
 from pnref.nn import CNN, softmax_cross_entropy
+from pnref.nn.flat_params import value_and_grad_of_params
 from pnref.nn.train import single_threaded_blas
 
 
@@ -55,7 +56,7 @@ def pnref_step(model: CNN, params, state, x, y):
     def loss(p):
         return softmax_cross_entropy(model.apply(p, state, x, training=True)[0], y)
 
-    value_and_grad = autograd.value_and_grad(loss)
+    value_and_grad = value_and_grad_of_params(loss)  # what pnref.nn.train uses
     return lambda: value_and_grad(params)
 
 

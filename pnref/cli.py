@@ -198,7 +198,8 @@ def _cmd_experiment_batch_size(args: argparse.Namespace) -> int:
         given["epochs"] = args.epochs
     if args.jobs is not None and args.jobs < 1:
         raise CommandError(f"--jobs {args.jobs}: must be at least 1")
-    run_and_save(BatchSizeSettings(dataset=args.dataset, **given), args.out_dir,
+    run_and_save(BatchSizeSettings(dataset=args.dataset, backend=args.backend, **given),
+                 args.out_dir,
                  plot=not args.no_plot, jobs=args.jobs, resume=args.resume,
                  overwrite=args.overwrite)
     return 0
@@ -221,6 +222,8 @@ def _add_batch_size_parser(experiments: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", type=int, nargs="+", help="CNN stage channels (default 16 32)")
     p.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default="digits",
                    help="digits needs scikit-learn (pnref[data]); default digits")
+    p.add_argument("--backend", type=_choice(BACKENDS), choices=BACKENDS, default="numba",
+                   help="norm blocks: the fused Numba kernels (default) or the NumPy reference")
     p.add_argument("--out-dir", default="batch_size_results", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     p.add_argument("--jobs", type=int,

@@ -6,7 +6,7 @@
   same code runs on the same numbers).
 - `pnref.nn.layers.max_pool2d` is one primitive whose VJP follows autograd's rule for
   ``numpy.max`` (ties share the gradient equally): bit for bit on inputs full of ties.
-- The Numba im2col equals the strided-view construction it replaced.
+- The Numba im2col and batch-last layout copies equal NumPy's strided-view constructions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from pnref import autograd_ops as ops
 from pnref.blocks import norm_pn_act_vjp
-from pnref.kernels._im2col import im2col
+from pnref.kernels._im2col import batch_first, batch_last, im2col
 from pnref.nn.conv import conv2d, conv2d_vjp
 from pnref.nn.layers import max_pool2d
 
@@ -81,7 +81,32 @@ def test_im2col_equals_the_strided_window_view():
     for kh, kw in ((3, 3), (1, 3), (5, 1)):
         padded = np.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)))
         windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
-        want = windows.transpose(1, 4, 5, 0, 2, 3).reshape(3 * kh * kw, -1)
+        # rows (c, a, b), columns (i, j, n): the batch-last order of pnref.nn.conv
+        want = windows.transpose(1, 4, 5, 2, 3, 0).reshape(3 * kh * kw, -1)
+        images = np.empty((3, 4, 5, 2))
+        batch_last(x, images)
+        np.testing.assert_array_equal(images, x.transpose(1, 2, 3, 0))
         got = np.empty_like(want)
-        im2col(x, kh, kw, got)
+        im2col(images, kh, kw, got)
         np.testing.assert_array_equal(got, want)
+        back = np.empty_like(x)
+        batch_first(images, back)
+        np.testing.assert_array_equal(back, x)
+
+
+def test_max_pool_propagates_nan_like_numpy_max():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 2, 4, 4))
+    x[0, 1, 2, 3] = np.nan  # one window of channel 1
+    cotangent = rng.normal(size=(1, 2, 2, 2))
+
+    def reference(x_in):
+        windows = anp.reshape(x_in, (1, 2, 2, 2, 2, 2))
+        return anp.sum(anp.max(windows, axis=(3, 5)) * cotangent)
+
+    out = max_pool2d(x, 2)
+    assert np.isnan(out[0, 1, 1, 1]) and np.isfinite(np.delete(out.ravel(), 7)).all()
+    with np.errstate(invalid="ignore"):  # autograd's rule divides 0 by 0 in the NaN window
+        want = autograd.grad(reference)(x)
+    got = autograd.grad(lambda x_in: anp.sum(max_pool2d(x_in, 2) * cotangent))(x)
+    np.testing.assert_array_equal(got, want)  # NaN where NumPy's rule gives NaN, equal elsewhere

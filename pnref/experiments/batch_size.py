@@ -102,6 +102,9 @@ class BatchSizeSettings:
         Channels of the CNN's stages.
     dataset : str
         ``"digits"`` (needs scikit-learn) or ``"synthetic"``.
+    backend : str
+        ``"numba"`` (default: the fused kernels, several times faster) or ``"numpy"`` (the
+        reference blocks) for the norm blocks; they agree to rounding (docs/performance.md).
     """
 
     norms: tuple[str, ...] = NORMS
@@ -111,6 +114,7 @@ class BatchSizeSettings:
     base_lr: float = 0.2
     widths: tuple[int, ...] = (16, 32)
     dataset: str = "digits"
+    backend: str = "numba"
     extra_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +125,8 @@ class BatchSizeSettings:
             raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if self.backend not in ("numpy", "numba"):
+            raise ValueError(f"backend must be 'numpy' or 'numba', got {self.backend!r}")
 
     def lr_for(self, batch_size: int) -> float:
         """Linear scaling rule: ``base_lr * batch_size / 64``."""
@@ -193,7 +199,8 @@ def train_one_run(settings: BatchSizeSettings, key: RunKey) -> dict:
     config = TrainConfig(
         model="cnn", norm=norm, batch_size=batch_size, epochs=settings.epochs, seed=seed,
         lr=settings.lr_for(batch_size),
-        model_options={"widths": settings.widths, **settings.extra_options},
+        model_options={"widths": settings.widths, "backend": settings.backend,
+                       **settings.extra_options},
     )
     with one_thread_per_run():
         result = train(config, _dataset(settings.dataset), progress=False)

@@ -8,7 +8,7 @@ import numpy as np
 
 from pnref.kernels._activation_rows import ACTIVATION_CODES
 from pnref.kernels._fused import fused_backward, fused_forward
-from pnref.kernels._im2col import im2col
+from pnref.kernels._im2col import batch_first, batch_last, im2col
 from pnref.kernels._quantile import quantile_moments
 
 __all__ = ["KERNEL_DTYPES", "warmup"]
@@ -57,7 +57,10 @@ def warmup() -> dict[str, float]:
                      np.empty((6, 2)))
     timings["quantile moments"] = time.perf_counter() - start
     start = time.perf_counter()
-    im2col(np.zeros((1, 1, 3, 3)), 3, 3, np.empty((9, 9)))  # pnref.nn.conv (float64)
+    images = np.zeros((1, 3, 3, 1))  # pnref.nn.conv (float64): layouts and im2col
+    batch_last(np.zeros((1, 1, 3, 3)), images)
+    batch_first(images, np.empty((1, 1, 3, 3)))
+    im2col(images, 3, 3, np.empty((9, 9)))
     timings["im2col float64"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - start_all
     return timings

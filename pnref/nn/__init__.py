@@ -2,10 +2,11 @@
 
 Parameters are plain dicts of arrays; see `pnref.nn.models` for the MLP and CNN,
 `pnref.nn.norm_layer` for how each norm (and PN) is wired, `pnref.nn.train` for
-the loop and `pnref.nn.data` for the data sets.
+the loop, `pnref.nn.flat_params` for its gradients and `pnref.nn.data` for the data sets.
 """
 
 from pnref.nn.data import Dataset, digits, iterate_minibatches, load_dataset, synthetic_images
+from pnref.nn.flat_params import value_and_grad_of_params
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.norm_layer import NORMS
 from pnref.nn.optim import SGD, cosine_lr
@@ -36,4 +37,5 @@ __all__ = [
     "softmax_cross_entropy",
     "synthetic_images",
     "train",
+    "value_and_grad_of_params",
 ]

@@ -1,8 +1,10 @@
 """Channels-first 2-D convolution (stride 1, zero "same" padding) as an autograd primitive.
 
 Forward and backward are each one large matrix product (GEMM) per output, on the im2col
-matrix of the zero-padded input windows (written by one Numba loop,
-`pnref.kernels._im2col.im2col`). The input gradient is itself a "same" correlation (with
+matrix of the zero-padded input windows. Internally the images are stored batch-last,
+(C, H, W, N), so that the im2col rows are runs of N contiguous values rather than runs of
+W (4 to 8 in the small networks); the copies in and out of that layout and the im2col are
+Numba loops (`pnref.kernels._im2col`). The input gradient is itself a "same" correlation (with
 the flipped filters), so it is the forward's code. The backward pass is hand-derived and
 registered with ``autograd.extend``; it reuses the forward's im2col
 (`pnref.autograd_ops.make_primitive_with_residuals`) and computes only the gradients
@@ -36,33 +38,41 @@ def _check_conv_args(x, weight) -> tuple[np.ndarray, np.ndarray]:
     return x, weight
 
 
-def _columns(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
-    """The im2col matrix, shape (C * KH * KW, N * H * W), C-contiguous.
+def _batch_last(x: np.ndarray) -> np.ndarray:
+    """``x`` (N, C, H, W) copied to the batch-last layout (C, H, W, N)."""
+    from pnref.kernels._im2col import batch_last
 
-    Row ``(c, a, b)``, column ``(n, i, j)`` holds ``xpad[n, c, i + a, j + b]`` (written by
+    n, c, h, w = x.shape
+    out = np.empty((c, h, w, n), dtype=x.dtype)
+    batch_last(np.ascontiguousarray(x), out)
+    return out
+
+
+def _columns(images: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """The im2col matrix of batch-last ``images`` (C, H, W, N): shape (C KH KW, H W N).
+
+    Row ``(c, a, b)``, column ``(i, j, n)`` holds ``xpad[n, c, i + a, j + b]`` (written by
     the Numba loop `pnref.kernels._im2col.im2col`, imported on first use).
     """
     from pnref.kernels._im2col import im2col
 
-    n, c, h, w = x.shape
-    columns = np.empty((c * kh * kw, n * h * w), dtype=x.dtype)
-    im2col(np.ascontiguousarray(x), kh, kw, columns)
+    c, h, w, n = images.shape
+    columns = np.empty((c * kh * kw, h * w * n), dtype=images.dtype)
+    im2col(images, kh, kw, columns)
     return columns
 
 
 def _correlate_columns(columns: np.ndarray, weight: np.ndarray, n: int, h: int,
                        w: int) -> np.ndarray:
-    """The correlation from the im2col matrix: (O, C KH KW) @ (C KH KW, N H W), one GEMM,
-    then one copy from (O, N, H, W) to (N, O, H, W)."""
+    """The correlation from the im2col matrix: (O, C KH KW) @ (C KH KW, H W N), one GEMM,
+    then one copy from the batch-last (O, H, W, N) to (N, O, H, W)."""
+    from pnref.kernels._im2col import batch_first
+
     o = weight.shape[0]
-    out = weight.reshape(o, -1) @ columns
-    return np.ascontiguousarray(out.reshape(o, n, h, w).transpose(1, 0, 2, 3))
-
-
-def _correlate(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``out[n, o] = sum_{c, a, b} weight[o, c, a, b] xpad[n, c, i + a, j + b]``."""
-    n, _, h, w = x.shape
-    return _correlate_columns(_columns(x, *weight.shape[2:]), weight, n, h, w)
+    out_last = (weight.reshape(o, -1) @ columns).reshape(o, h, w, n)
+    out = np.empty((n, o, h, w), dtype=out_last.dtype)
+    batch_first(out_last, out)
+    return out
 
 
 def _conv2d_forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -91,26 +101,27 @@ def _conv2d_saving(x, weight) -> tuple[np.ndarray, tuple]:
     """`_conv2d_forward` and what the backward pass reuses: (x, weight, im2col of x)."""
     x, weight = _check_conv_args(x, weight)
     n, _, h, w = x.shape
-    columns = _columns(x, *weight.shape[2:])
+    columns = _columns(_batch_last(x), *weight.shape[2:])
     return _correlate_columns(columns, weight, n, h, w), (x, weight, columns)
 
 
-def _input_gradient(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """dx: the cotangent correlated with the spatially flipped, transposed filters.
+def _input_gradient(dout_last: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dx from the batch-last cotangent (O, H, W, N): a correlation with the spatially
+    flipped, transposed filters.
 
     With stride 1 and "same" padding of an odd kernel, the adjoint of the correlation is
     again a "same" correlation: dx[n, c, i, j] = sum_{o, a, b} weight[o, c, KH-1-a, KW-1-b]
     * doutpad[n, o, i + a, j + b].
     """
     flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return _correlate(dout, flipped)
+    _, h, w, n = dout_last.shape
+    return _correlate_columns(_columns(dout_last, *weight.shape[2:]), flipped, n, h, w)
 
 
-def _weight_gradient(dout: np.ndarray, columns: np.ndarray, weight_shape) -> np.ndarray:
-    """dweight (O, C, KH, KW): (O, N H W) @ (N H W, C KH KW), one GEMM on the im2col of x."""
-    o = dout.shape[1]
-    dout_rows = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(o, -1)
-    return (dout_rows @ columns.T).reshape(weight_shape)
+def _weight_gradient(dout_last: np.ndarray, columns: np.ndarray, weight_shape) -> np.ndarray:
+    """dweight (O, C, KH, KW): (O, H W N) @ (H W N, C KH KW), one GEMM on the im2col of x."""
+    o = dout_last.shape[0]
+    return (dout_last.reshape(o, -1) @ columns.T).reshape(weight_shape)
 
 
 def _check_cotangent(dout, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -149,13 +160,13 @@ def conv2d_vjp(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.
 def _conv2d_vjp_saved(dout, saved: tuple, positions: tuple[int, ...]) -> tuple:
     """The gradients with respect to ``positions`` (0: x, 1: weight) only."""
     x, weight, columns = saved
-    dout = _check_cotangent(dout, x, weight)
+    dout_last = _batch_last(_check_cotangent(dout, x, weight))
     grads = []
     for position in positions:
         if position == 0:
-            grads.append(_input_gradient(dout, weight).astype(x.dtype, copy=False))
+            grads.append(_input_gradient(dout_last, weight).astype(x.dtype, copy=False))
         else:
-            dweight = _weight_gradient(dout, columns, weight.shape)
+            dweight = _weight_gradient(dout_last, columns, weight.shape)
             grads.append(dweight.astype(weight.dtype, copy=False))
     return tuple(grads)
 

@@ -85,17 +85,16 @@ def avg_pool2d(x: Any, size: int = 2) -> Any:
 
 
 def _window_max(x: np.ndarray, size: int) -> np.ndarray:
-    """Forward of `max_pool2d` on a plain array: elementwise maxima of the window's offsets."""
+    """Forward of `max_pool2d` on a plain array (the Numba loop `pnref.kernels._pool`)."""
+    from pnref.kernels._pool import window_max
+
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    h, w = x.shape[2:]
+    n, c, h, w = x.shape
     if h % size or w % size:
         raise ValueError(f"pooling size {size} must divide the spatial shape {(h, w)}")
-    out = x[:, :, ::size, ::size].copy()
-    for a in range(size):
-        for b in range(size):
-            if a or b:
-                np.maximum(out, x[:, :, a::size, b::size], out=out)
+    out = np.empty((n, c, h // size, w // size), dtype=x.dtype)
+    window_max(np.ascontiguousarray(x), size, out)
     return out
 
 
@@ -107,18 +106,14 @@ def _window_max_vjp(ans: np.ndarray, x: np.ndarray,
     """The gradient goes to the window's maxima, shared equally among ties.
 
     ``dx = g * [x == max] / #ties`` (autograd's rule for ``numpy.max``, the same operations
-    in the same order, so both agree bit for bit), one window offset at a time.
+    on each element, so both agree bit for bit), by the Numba loop `pnref.kernels._pool`.
     """
+    from pnref.kernels._pool import window_max_vjp
 
     def vjp(g: np.ndarray) -> np.ndarray:
-        offsets = [(a, b) for a in range(size) for b in range(size)]
-        is_max = [x[:, :, a::size, b::size] == ans for a, b in offsets]
-        ties = np.zeros(ans.shape)
-        for mask in is_max:
-            ties += mask
         dx = np.empty(x.shape, dtype=np.result_type(g, x))
-        for (a, b), mask in zip(offsets, is_max, strict=True):
-            dx[:, :, a::size, b::size] = (g * mask) / ties
+        window_max_vjp(np.ascontiguousarray(g, dtype=dx.dtype), np.ascontiguousarray(x),
+                       ans, size, dx)
         return dx
 
     return vjp

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import autograd
 import numpy as np
 
 from pnref._progress import ProgressBar
 from pnref.nn import layers
 from pnref.nn.data import Dataset, iterate_minibatches
+from pnref.nn.flat_params import value_and_grad_of_params
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr
 
@@ -183,7 +183,7 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
     optimizer = SGD(momentum=config.momentum, weight_decay=config.weight_decay,
                     decay_proxy=config.decay_proxy)
     holder = {"state": state}
-    value_and_grad = autograd.value_and_grad(make_loss(model, holder))
+    value_and_grad = value_and_grad_of_params(make_loss(model, holder))
     steps_per_epoch = len(data.y_train) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     bar = ProgressBar(total_steps, f"{config.model} {config.norm} b{config.batch_size}",
