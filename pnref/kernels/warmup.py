@@ -44,13 +44,16 @@ def warmup() -> dict[str, float]:
     for dtype in KERNEL_DTYPES:
         x3 = np.arange(8, dtype=dtype).reshape(1, 2, 4)
         out3 = np.empty_like(x3)
+        statistics = np.empty((2, 1, 2))
         start = time.perf_counter()
-        fused_forward(x3, False, 1, 2, 2, 1e-5, *parameters, code, 0.0, out3)
+        fused_forward(x3, False, 1, 2, 2, 1e-5, *parameters, code, 0.0, out3, statistics[0],
+                      statistics[1], 0, 1)
         timings[f"forward {dtype.name}"] = time.perf_counter() - start
         partials = np.zeros((4, 1, 2))
         start = time.perf_counter()
         fused_backward(x3, x3, False, 1, 2, 2, 1e-5, *parameters, code, 0.0, out3,
-                       partials[0], partials[1], partials[2], partials[3])
+                       partials[0], partials[1], partials[2], partials[3], statistics[0],
+                       statistics[1], False, 0, 1)
         timings[f"backward {dtype.name}"] = time.perf_counter() - start
     start = time.perf_counter()
     quantile_moments(np.array([-1.0, 0.0, 1.0]), np.zeros(2), np.ones(2), code, 0.0,
