@@ -43,11 +43,15 @@ def test_import_pnref_compiles_nothing():
 
 _DETERMINISM_SCRIPT = """
 import hashlib, numpy as np, numba, pnref
+from pnref.kernels.fused_blocks import norm_pn_act_saving, norm_pn_act_vjp_saved
 rng = np.random.default_rng(11)
 digest = hashlib.sha256()
-for norm, groups, axis, dtype in [("gn", 3, 1, np.float32), ("bn", None, -1, np.float64),
-                                  ("ln", None, 1, np.float64), ("bn", None, 1, np.float32)]:
-    shape = (4, 6, 9, 7) if axis == 1 else (4, 9, 7, 40)
+# The last two cases have 2**17 elements, enough to run on every thread (the threshold of
+# pnref.kernels.fused_blocks), in units split among the threads.
+for norm, groups, axis, dtype, shape in [
+        ("gn", 3, 1, np.float32, (4, 6, 9, 7)), ("bn", None, -1, np.float64, (4, 9, 7, 40)),
+        ("ln", None, 1, np.float64, (4, 6, 9, 7)), ("bn", None, 1, np.float32, (4, 6, 9, 7)),
+        ("gn", 4, 1, np.float32, (8, 16, 32, 32)), ("bn", None, -1, np.float64, (8, 32, 32, 16))]:
     channels = shape[axis]
     x = (rng.normal(size=shape) * 3 + 1).astype(dtype)
     dout = rng.normal(size=shape).astype(dtype)
@@ -56,6 +60,9 @@ for norm, groups, axis, dtype in [("gn", 3, 1, np.float32), ("bn", None, -1, np.
     results = [pnref.norm_pn_act(x, *params, **kw)]
     results += pnref.norm_pn_act_vjp(dout, x, *params, **kw)
     results += pnref.norm_act_vjp(dout, x, *params[:2], **kw)
+    kw.pop("backend")
+    out, saved = norm_pn_act_saving(x, *params, **kw)  # the training step's path
+    results += [out, *norm_pn_act_vjp_saved(dout, saved)]
     for r in results:
         digest.update(np.ascontiguousarray(r).tobytes())
 print(numba.get_num_threads(), digest.hexdigest())
