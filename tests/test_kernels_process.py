@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
 
@@ -77,13 +78,23 @@ def test_results_are_bit_identical_for_one_and_two_threads():
     assert len(one[1]) == len(hashlib.sha256().hexdigest())
 
 
-def test_warmup_command_compiles_and_reports_time():
-    done = subprocess.run([sys.executable, "-m", "pnref", "warmup"], capture_output=True,
-                          text=True, env=_ENV, check=False)
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_warmup_command_compiles_and_reports_time(jobs):
+    """One process, or two compiling halves then a load in the calling process."""
+    done = subprocess.run([sys.executable, "-m", "pnref", "warmup", "--jobs", jobs],
+                          capture_output=True, text=True, env=_ENV, check=False)
     assert done.returncode == 0, done.stderr
     assert "compiled and cached every kernel in" in done.stdout
     for name in ("forward float32", "backward float32", "forward float64", "backward float64",
-                 "quantile moments"):
+                 "quantile moments", "im2col float64"):
         assert name in done.stdout
+    assert ("load" in done.stdout) == (jobs == "2")
     seconds = float(done.stdout.rsplit(" in ", 1)[1].split(" s")[0])
     assert np.isfinite(seconds) and seconds >= 0.0
+
+
+def test_warmup_rejects_a_bad_job_count():
+    from pnref.kernels import warmup
+
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        warmup(jobs=0)

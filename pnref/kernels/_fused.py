@@ -79,8 +79,6 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": False}
 # The two drivers release the GIL: the caller runs disjoint ranges of units on threads.
 _DRIVER = {"nogil": True, **_JIT}
 _TINY = float(np.finfo(np.float64).tiny)
-#: Length of the float64 accumulator rows of the statistics of a contiguous unit.
-_ACCUMULATOR_WIDTH = 256
 
 
 # --------------------------------------------------------------------------- reductions
@@ -321,7 +319,7 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
     positions = x3.shape[1] if channels_last else x3.shape[2]
     row_length = unit_channels if channels_last else positions
     # Scratch, allocated once for the range of units.
-    rows = np.empty((2, max(row_length, _ACCUMULATOR_WIDTH)))
+    rows = np.empty((2, row_length))
     pre, activated = rows[0], rows[1]
     for unit in range(first_unit, last_unit):
         block, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples, unit_channels,
@@ -389,7 +387,7 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
     row_length = unit_channels if channels_last else positions
     # Scratch, allocated once for the range of units.
     per_channel = np.empty((6, unit_channels))
-    rows = np.empty((6, max(row_length, _ACCUMULATOR_WIDTH)))
+    rows = np.empty((6, row_length))
     xhat, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
                                                     rows[4], rows[5])
     # gamma_c t for every element of a unit, in the unit's own (n, row, i) order.
