@@ -312,7 +312,7 @@ def main() -> None:
     start = time.perf_counter()
     from pnref.kernels import warmup
 
-    warmup()
+    warmup(jobs=1)
     print(f"kernel warm-up (compile or load from cache): {time.perf_counter() - start:.2f} s")
     run_case((32, 64, 32, 32), args.repeats, max(3, args.repeats // 4), args.skip_numpy)
     if not args.skip_dram:
