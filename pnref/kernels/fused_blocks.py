@@ -184,7 +184,10 @@ def _f64(p: np.ndarray | None, default: float, channels: int) -> np.ndarray:
 # --------------------------------------------------------------------------- shared runs
 
 
+#: The worker threads of `_run_units` (the calling thread runs one range itself), made
+#: on first use and replaced by a larger pool if more threads are asked for.
 _POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
 
 
 def _thread_count(elements: int, units: int) -> int:
@@ -205,9 +208,10 @@ def _run_units(kernel, arguments: tuple, units: int, threads: int) -> None:
     if threads <= 1:
         kernel(*arguments, 0, units)
         return
-    global _POOL
-    if _POOL is None or _POOL._max_workers < threads - 1:
+    global _POOL, _POOL_WORKERS
+    if _POOL is None or _POOL_WORKERS < threads - 1:
         _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="pnref-kernel")
+        _POOL_WORKERS = threads - 1
     bounds = [units * i // threads for i in range(threads + 1)]
     futures = [_POOL.submit(kernel, *arguments, bounds[i], bounds[i + 1])
                for i in range(1, threads)]
