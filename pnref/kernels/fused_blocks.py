@@ -210,6 +210,8 @@ def _run_units(kernel, arguments: tuple, units: int, threads: int) -> None:
         return
     global _POOL, _POOL_WORKERS
     if _POOL is None or _POOL_WORKERS < threads - 1:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
         _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="pnref-kernel")
         _POOL_WORKERS = threads - 1
     bounds = [units * i // threads for i in range(threads + 1)]
