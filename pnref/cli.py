@@ -279,7 +279,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     from pnref.kernels import warmup
 
-    timings = warmup()
+    timings = warmup(jobs=args.jobs)
     for name, seconds in timings.items():
         if name != "total":
             print(f"  {name:<18} {seconds:8.2f} s")
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="each op's VJP against central differences (float64), as a table")
     p.set_defaults(func=_cmd_check_gradients)
     p = sub.add_parser("warmup", help="compile and cache the fast-path Numba kernels")
+    p.add_argument("--jobs", type=int, choices=(1, 2), default=None,
+                   help="processes compiling at once (default: 2 when a second core is free)")
     p.set_defaults(func=_cmd_warmup)
     _add_train_parser(sub)
     _add_experiment_parser(sub)

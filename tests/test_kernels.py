@@ -446,3 +446,23 @@ def test_property_fast_path_matches_reference(case):
             assert np.max(np.abs(g_fast)) <= FLOAT64_BOUND * np.abs(dout).sum()
         else:
             assert rel_l2(g_fast, g_ref) <= FLOAT64_BOUND
+
+
+@pytest.mark.parametrize(("norm", "groups", "axis", "dtype"), [
+    ("gn", 3, 1, np.float32), ("bn", None, -1, np.float64), ("ln", None, 2, np.float64),
+    ("bn", None, 1, np.float32)])
+def test_saving_path_gives_the_same_bits_as_the_public_calls(norm, groups, axis, dtype):
+    """`norm_pn_act_vjp_saved` reads the forward's norm statistics instead of recomputing
+    them; the same code computed them, so every result is equal bit for bit."""
+    from pnref.kernels.fused_blocks import norm_pn_act_saving, norm_pn_act_vjp_saved
+
+    rng = np.random.default_rng(16)
+    x, dout, params = make_case(rng, (3, 6, 4, 5), axis, dtype=dtype)
+    kw = {"norm": norm, "groups": groups, "axis": axis, "activation": "silu"}
+    out, saved = norm_pn_act_saving(x, *params, **kw)
+    assert saved is not None and saved.statistics is not None
+    np.testing.assert_array_equal(out, pnref.norm_pn_act(x, *params, **kw, backend="numba"))
+    for got, expected in zip(norm_pn_act_vjp_saved(dout, saved),
+                             pnref.norm_pn_act_vjp(dout, x, *params, **kw, backend="numba"),
+                             strict=True):
+        np.testing.assert_array_equal(got, expected)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
 
@@ -43,11 +44,15 @@ def test_import_pnref_compiles_nothing():
 
 _DETERMINISM_SCRIPT = """
 import hashlib, numpy as np, numba, pnref
+from pnref.kernels.fused_blocks import norm_pn_act_saving, norm_pn_act_vjp_saved
 rng = np.random.default_rng(11)
 digest = hashlib.sha256()
-for norm, groups, axis, dtype in [("gn", 3, 1, np.float32), ("bn", None, -1, np.float64),
-                                  ("ln", None, 1, np.float64), ("bn", None, 1, np.float32)]:
-    shape = (4, 6, 9, 7) if axis == 1 else (4, 9, 7, 40)
+# The last two cases have 2**17 elements, enough to run on every thread (the threshold of
+# pnref.kernels.fused_blocks), in units split among the threads.
+for norm, groups, axis, dtype, shape in [
+        ("gn", 3, 1, np.float32, (4, 6, 9, 7)), ("bn", None, -1, np.float64, (4, 9, 7, 40)),
+        ("ln", None, 1, np.float64, (4, 6, 9, 7)), ("bn", None, 1, np.float32, (4, 6, 9, 7)),
+        ("gn", 4, 1, np.float32, (8, 16, 32, 32)), ("bn", None, -1, np.float64, (8, 32, 32, 16))]:
     channels = shape[axis]
     x = (rng.normal(size=shape) * 3 + 1).astype(dtype)
     dout = rng.normal(size=shape).astype(dtype)
@@ -56,6 +61,9 @@ for norm, groups, axis, dtype in [("gn", 3, 1, np.float32), ("bn", None, -1, np.
     results = [pnref.norm_pn_act(x, *params, **kw)]
     results += pnref.norm_pn_act_vjp(dout, x, *params, **kw)
     results += pnref.norm_act_vjp(dout, x, *params[:2], **kw)
+    kw.pop("backend")
+    out, saved = norm_pn_act_saving(x, *params, **kw)  # the training step's path
+    results += [out, *norm_pn_act_vjp_saved(dout, saved)]
     for r in results:
         digest.update(np.ascontiguousarray(r).tobytes())
 print(numba.get_num_threads(), digest.hexdigest())
@@ -70,13 +78,23 @@ def test_results_are_bit_identical_for_one_and_two_threads():
     assert len(one[1]) == len(hashlib.sha256().hexdigest())
 
 
-def test_warmup_command_compiles_and_reports_time():
-    done = subprocess.run([sys.executable, "-m", "pnref", "warmup"], capture_output=True,
-                          text=True, env=_ENV, check=False)
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_warmup_command_compiles_and_reports_time(jobs):
+    """One process, or two compiling halves then a load in the calling process."""
+    done = subprocess.run([sys.executable, "-m", "pnref", "warmup", "--jobs", jobs],
+                          capture_output=True, text=True, env=_ENV, check=False)
     assert done.returncode == 0, done.stderr
     assert "compiled and cached every kernel in" in done.stdout
     for name in ("forward float32", "backward float32", "forward float64", "backward float64",
-                 "quantile moments"):
+                 "quantile moments", "im2col float64", "max pool float64"):
         assert name in done.stdout
+    assert ("load" in done.stdout) == (jobs == "2")
     seconds = float(done.stdout.rsplit(" in ", 1)[1].split(" s")[0])
     assert np.isfinite(seconds) and seconds >= 0.0
+
+
+def test_warmup_rejects_a_bad_job_count():
+    from pnref.kernels import warmup
+
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        warmup(jobs=0)

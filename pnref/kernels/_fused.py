@@ -22,10 +22,13 @@ group norm, G groups      1              C / G           C / G
 batch norm                N              1 or a block    1
 ========================= ============== =============== ===================
 
-Units share no statistics, so ``prange`` runs over units only. Every sum inside a unit
-is accumulated by one thread in a fixed order, and the per-channel gradient sums each
-unit produces go to its own row of a partial-sum array that the caller reduces in a
-fixed order: the results are bit-identical for any number of threads.
+Units share no statistics. The two drivers run a range of units and release the GIL;
+the caller (`pnref.kernels.fused_blocks`) splits the units into contiguous ranges, one
+per thread. Every sum inside a unit is accumulated by one thread in a fixed order, and
+the per-channel gradient sums each unit produces go to its own row of a partial-sum
+array that the caller reduces in a fixed order: the results are bit-identical for any
+number of threads. (Threads from Python rather than Numba's ``prange``: a
+``parallel=True`` kernel took three times as long to compile, for the same loop.)
 
 Numerics
 --------
@@ -60,7 +63,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from pnref.kernels._activation_rows import (
     LANES,
@@ -73,6 +76,8 @@ from pnref.kernels._activation_rows import (
 __all__ = ["fused_backward", "fused_forward"]
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": False}
+# The two drivers release the GIL: the caller runs disjoint ranges of units on threads.
+_DRIVER = {"nogil": True, **_JIT}
 _TINY = float(np.finfo(np.float64).tiny)
 
 
@@ -281,10 +286,14 @@ def _unit_count(x3, channels_last, unit_samples, unit_channels):
 # --------------------------------------------------------------------------- forward
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_DRIVER)
 def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_stat, norm_eps,
-                  gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha, out3):
+                  gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha, out3,
+                  unit_mean, unit_rstd, first_unit, last_unit):
     """Forward of norm -> affine -> activation -> proxy normalization, into ``out3``.
+
+    Runs the units ``first_unit <= unit < last_unit`` (the caller splits the units among
+    threads; units share nothing, so any split gives the same bits).
 
     Parameters
     ----------
@@ -296,23 +305,27 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
     gamma, beta, proxy_mean, proxy_inv_std : float64 ndarray (C,)
     act_code : int, act_alpha : float
         Activation (``ACTIVATION_CODES``) and its parameter.
+    unit_mean, unit_rstd : float64 ndarray (N // unit_samples, C)
+        Outputs: the mean and inverse standard deviation of each channel's statistics
+        group, per sample block (what `fused_backward` can reuse instead of recomputing).
+    first_unit, last_unit : int
+        The range of units to run.
 
     Equations
     ---------
     ``out = (phi(gamma_c (x - m_t) r_t + beta_c) - mu_c) rho_c`` (module docstring).
     """
-    units, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
+    _, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
     positions = x3.shape[1] if channels_last else x3.shape[2]
-    for unit in prange(units):
-        _, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples, unit_channels,
-                                         channels)
+    row_length = unit_channels if channels_last else positions
+    # Scratch, allocated once for the range of units.
+    rows = np.empty((2, row_length))
+    pre, activated = rows[0], rows[1]
+    for unit in range(first_unit, last_unit):
+        block, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples, unit_channels,
+                                             channels)
         width = c1 - c0
-        row_length = width if channels_last else positions
-        # Scratch: one allocation per kind (allocations dominate small units).
-        per_channel = np.empty((2, width))
-        mean, rstd = per_channel[0], per_channel[1]
-        rows = np.empty((2, row_length))
-        pre, activated = rows[0], rows[1]
+        mean, rstd = unit_mean[block, c0:c1], unit_rstd[block, c0:c1]
         _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
                          mean, rstd, pre, activated)
         # Pass 3: pre-activations into a buffer, activation, proxy normalization.
@@ -337,16 +350,19 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
 # --------------------------------------------------------------------------- backward
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_DRIVER)
 def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channels_per_stat,
                    norm_eps, gamma, beta, proxy_mean, proxy_inv_std, act_code, act_alpha,
-                   dx3, sum_dout, sum_dout_centered, sum_t, sum_t_xhat):
+                   dx3, sum_dout, sum_dout_centered, sum_t, sum_t_xhat, unit_mean, unit_rstd,
+                   saved_statistics, first_unit, last_unit):
     """Backward of `fused_forward`: ``dx3`` and per-unit partial channel sums.
 
-    The statistics are recomputed from ``x3`` (two passes over a unit that is in cache
-    anyway). Pass 3 computes ``phi'`` once per element, accumulates the channel sums and
-    keeps ``gamma_c t`` in a float64 scratch the size of the unit; pass 4 writes ``dx``
-    from it, recomputing only ``xhat`` (cheaper than storing it).
+    The statistics come from the forward (``saved_statistics``: ``unit_mean`` and
+    ``unit_rstd`` as `fused_forward` wrote them) or are recomputed from ``x3`` into those
+    arrays, by the same code, so both give the same bits. Pass 3 computes ``phi'`` once
+    per element, accumulates the channel sums and keeps ``gamma_c t`` in a float64 scratch
+    the size of the unit; pass 4 writes ``dx`` from it, recomputing only ``xhat`` (cheaper
+    than storing it). Runs the units ``first_unit <= unit < last_unit``.
 
     Parameters
     ----------
@@ -355,33 +371,43 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
         Outputs: row ``b`` holds sample block ``b``'s sums of ``dout``,
         ``dout * (a - mu_c)``, ``t`` and ``t * xhat`` per channel; the caller sums the
         rows in order.
+    unit_mean, unit_rstd : float64 ndarray (N // unit_samples, C)
+        The statistics (read if ``saved_statistics``, else written).
+    saved_statistics : bool
+    first_unit, last_unit : int
 
     Equations
     ---------
     ``t = dout rho_c phi'(p)``, ``p = gamma_c xhat + beta_c``;
     ``dx = r_t (gamma_c t - mean_t(gamma t) - xhat mean_t(gamma t xhat))``.
     """
-    units, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
+    _, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
     positions = x3.shape[1] if channels_last else x3.shape[2]
     k = channels_per_stat
-    for unit in prange(units):
+    row_length = unit_channels if channels_last else positions
+    # Scratch, allocated once for the range of units.
+    per_channel = np.empty((6, unit_channels))
+    rows = np.empty((6, row_length))
+    xhat, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
+                                                    rows[4], rows[5])
+    # gamma_c t for every element of a unit, in the unit's own (n, row, i) order.
+    scaled_t_all = np.empty((unit_samples * (positions if channels_last else unit_channels),
+                             row_length))
+    lanes = np.empty((4, LANES))
+    for unit in range(first_unit, last_unit):
         block, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples,
                                              unit_channels, channels)
         width = c1 - c0
-        row_length = width if channels_last else positions
-        # Scratch: one allocation per kind (allocations dominate small units).
-        per_channel = np.zeros((8, width))
-        mean, rstd, s_dout, s_centered = (per_channel[0], per_channel[1], per_channel[2],
-                                          per_channel[3])
-        s_t, s_tx, mean_gt, mean_gtx = (per_channel[4], per_channel[5], per_channel[6],
-                                        per_channel[7])
-        rows = np.empty((6, row_length))
-        xhat, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
-                                                        rows[4], rows[5])
-        # gamma_c t for every element of the unit, in the unit's own (n, row, i) order.
-        scaled_t = np.empty(((n1 - n0) * (positions if channels_last else width), row_length))
-        count = _unit_statistics(x3, channels_last, n0, n1, c0, c1, k, norm_eps, mean, rstd,
-                                 term_t, term_tx)
+        per_channel[:, :] = 0.0
+        s_dout, s_centered, s_t, s_tx = (per_channel[0, :width], per_channel[1, :width],
+                                         per_channel[2, :width], per_channel[3, :width])
+        mean_gt, mean_gtx = per_channel[4, :width], per_channel[5, :width]
+        mean, rstd = unit_mean[block, c0:c1], unit_rstd[block, c0:c1]
+        count = (n1 - n0) * k * positions
+        if not saved_statistics:
+            _unit_statistics(x3, channels_last, n0, n1, c0, c1, k, norm_eps, mean, rstd,
+                             term_t, term_tx)
+        scaled_t = scaled_t_all[:(n1 - n0) * (positions if channels_last else width)]
 
         # Pass 3: phi' once per element; channel sums of dout, dout (a - mu), t, t xhat.
         if channels_last:
@@ -402,7 +428,6 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
                         s_t[j] += t
                         s_tx[j] += t * xhat[j]
         else:
-            lanes = np.empty((4, LANES))
             for n in range(n0, n1):
                 for j in range(width):
                     c = c0 + j

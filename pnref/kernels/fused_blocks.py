@@ -22,8 +22,7 @@ arguments, the convention of ``docs/architecture.md``.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -62,7 +61,7 @@ __all__ = [
 KERNEL_ACTIVATIONS: tuple[str, ...] = tuple(ACTIVATION_CODES)
 
 _NORMS = ("bn", "ln", "in", "gn")
-# Below this many elements a call runs on one thread: a parallel launch costs tens of
+# Below this many elements a call runs on one thread: starting threads costs tens of
 # microseconds (milliseconds when the cores are busy), more than it saves on ~1e5 values.
 # Results do not depend on it (they are the same for any thread count).
 _PARALLEL_MIN_ELEMENTS = 1 << 17
@@ -185,48 +184,91 @@ def _f64(p: np.ndarray | None, default: float, channels: int) -> np.ndarray:
 # --------------------------------------------------------------------------- shared runs
 
 
-@contextmanager
-def _threads_for(elements: int) -> Iterator[None]:
-    """Run the enclosed kernel call on one thread when the input is small."""
-    if elements >= _PARALLEL_MIN_ELEMENTS:
-        yield
+#: The worker threads of `_run_units` (the calling thread runs one range itself), made
+#: on first use and replaced by a larger pool if more threads are asked for.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
+
+
+def _thread_count(elements: int, units: int) -> int:
+    """Threads for one kernel call: Numba's setting (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``), one for small inputs, at most one per unit."""
+    if elements < _PARALLEL_MIN_ELEMENTS:
+        return 1
+    return max(1, min(numba.get_num_threads(), units))
+
+
+def _run_units(kernel, arguments: tuple, units: int, threads: int) -> None:
+    """``kernel(*arguments, first_unit, last_unit)`` over ``[0, units)``, split into
+    ``threads`` contiguous ranges run at once (the kernels release the GIL).
+
+    Units share nothing and each writes only its own outputs, so the results do not
+    depend on the split: they are bit-identical for any thread count.
+    """
+    if threads <= 1:
+        kernel(*arguments, 0, units)
         return
-    previous = numba.get_num_threads()
-    if previous == 1:  # nothing to change (and the two calls would cost as much as the kernel)
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    global _POOL, _POOL_WORKERS
+    if _POOL is None or _POOL_WORKERS < threads - 1:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="pnref-kernel")
+        _POOL_WORKERS = threads - 1
+    bounds = [units * i // threads for i in range(threads + 1)]
+    futures = [_POOL.submit(kernel, *arguments, bounds[i], bounds[i + 1])
+               for i in range(1, threads)]
+    kernel(*arguments, bounds[0], bounds[1])  # the first range on the calling thread
+    for future in futures:
+        future.result()
+
+
+def _unit_total(plan: _Plan) -> int:
+    """Number of units of work of ``plan`` (sample blocks x channel blocks)."""
+    channel_blocks = -(-plan.channels // plan.unit_channels)
+    return plan.sample_blocks * channel_blocks
 
 
 def _run_forward(x, plan: _Plan, norm_eps, gamma64, beta64, proxy_mean, inv_std, phi,
-                 out_dtype) -> np.ndarray:
+                 out_dtype) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The forward's output and its statistics (mean, inverse std per sample block and
+    channel), which `_run_backward` can reuse."""
     x3 = plan.to_3d(x, _kernel_dtype(out_dtype))
     out3 = np.empty_like(x3)
+    statistics = np.empty((2, plan.sample_blocks, plan.channels))
     code, alpha = _activation_code(phi)
-    with _threads_for(x3.size):
-        fused_forward(x3, plan.channels_last, plan.unit_samples, plan.unit_channels,
-                      plan.channels_per_stat, norm_eps, gamma64, beta64, proxy_mean, inv_std,
-                      code, alpha, out3)
-    return plan.from_3d(out3).astype(out_dtype, copy=False)
+    units = _unit_total(plan)
+    _run_units(fused_forward,
+               (x3, plan.channels_last, plan.unit_samples, plan.unit_channels,
+                plan.channels_per_stat, norm_eps, gamma64, beta64, proxy_mean, inv_std,
+                code, alpha, out3, statistics[0], statistics[1]),
+               units, _thread_count(x3.size, units))
+    return plan.from_3d(out3).astype(out_dtype, copy=False), (statistics[0], statistics[1])
 
 
 def _run_backward(dout, x, plan: _Plan, norm_eps, gamma64, beta64, proxy_mean, inv_std, phi,
-                  out_dtype):
-    """dx and the four channel sums (sum dout, sum dout (a - mu), sum t, sum t xhat)."""
+                  out_dtype, statistics: tuple[np.ndarray, np.ndarray] | None = None):
+    """dx and the four channel sums (sum dout, sum dout (a - mu), sum t, sum t xhat).
+
+    ``statistics``: what `_run_forward` returned for the same ``x`` and plan (then the
+    kernel does not recompute them), or ``None``.
+    """
     kernel_dtype = _kernel_dtype(out_dtype)
     x3 = plan.to_3d(x, kernel_dtype)
     dout3 = plan.to_3d(dout, kernel_dtype)
     dx3 = np.empty_like(x3)
-    partials = np.zeros((4, plan.sample_blocks, plan.channels))
+    partials = np.empty((4, plan.sample_blocks, plan.channels))
+    saved = statistics is not None
+    if statistics is None:
+        statistics = (np.empty((plan.sample_blocks, plan.channels)),
+                      np.empty((plan.sample_blocks, plan.channels)))
     code, alpha = _activation_code(phi)
-    with _threads_for(x3.size):
-        fused_backward(dout3, x3, plan.channels_last, plan.unit_samples, plan.unit_channels,
-                       plan.channels_per_stat, norm_eps, gamma64, beta64, proxy_mean, inv_std,
-                       code, alpha, dx3, partials[0], partials[1], partials[2], partials[3])
+    units = _unit_total(plan)
+    _run_units(fused_backward,
+               (dout3, x3, plan.channels_last, plan.unit_samples, plan.unit_channels,
+                plan.channels_per_stat, norm_eps, gamma64, beta64, proxy_mean, inv_std,
+                code, alpha, dx3, partials[0], partials[1], partials[2], partials[3],
+                statistics[0], statistics[1], saved),
+               units, _thread_count(x3.size, units))
     # Fixed-order reduction over the sample blocks: independent of the thread count.
     sums = partials.sum(axis=1)
     return plan.from_3d(dx3).astype(out_dtype, copy=False), sums
@@ -372,7 +414,7 @@ def norm_pn_act(
             norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis)
     return _run_forward(x, setup.plan, setup.norm_eps, setup.gamma64, setup.beta64,
                         setup.proxy_mean, setup.inv_std, setup.phi,
-                        result_dtype(x, *setup.params))
+                        result_dtype(x, *setup.params))[0]
 
 
 def norm_pn_act_vjp(
@@ -427,14 +469,16 @@ def norm_pn_act_vjp(
 
 def _pn_vjp(
     dout: ArrayLike, x: np.ndarray, setup: _PNSetup, method: str, n: int | None,
+    statistics: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The body of `norm_pn_act_vjp` once ``x`` is validated and ``setup`` built."""
+    """The body of `norm_pn_act_vjp` once ``x`` is validated and ``setup`` built
+    (``statistics``: the forward's, or ``None`` to recompute them)."""
     dout = _check_cotangent(dout, x)
     out_dtype = result_dtype(dout, x, *setup.params)
     inv_std = setup.inv_std
     dx, (sum_dout, sum_centered, sum_t, sum_t_xhat) = _run_backward(
         dout, x, setup.plan, setup.norm_eps, setup.gamma64, setup.beta64, setup.proxy_mean,
-        inv_std, setup.phi, out_dtype)
+        inv_std, setup.phi, out_dtype, statistics)
     dproxy_mean = -inv_std * sum_dout
     dproxy_var = -0.5 * inv_std**3 * sum_centered
     dgamma_m, dbeta_m, dgamma_tilde, dbeta_tilde = _moments_vjp(
@@ -452,12 +496,15 @@ def _pn_vjp(
 @dataclass(frozen=True)
 class SavedForward:
     """What `norm_pn_act_saving` keeps for `norm_pn_act_vjp_saved`: the validated input,
-    the validated set-up (plan, proxy moments and their derivatives), ``method`` and ``n``."""
+    the validated set-up (plan, proxy moments and their derivatives), ``method``, ``n``,
+    and the norm statistics of the forward (mean and inverse std per sample block and
+    channel, float64), which the backward kernel then reads instead of recomputing."""
 
     x: np.ndarray
     setup: _PNSetup
     method: str
     n: int | None
+    statistics: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def norm_pn_act_saving(
@@ -470,8 +517,10 @@ def norm_pn_act_saving(
 
     A training step calls the forward and then the VJP with the same arguments; handing
     the saved set-up to `norm_pn_act_vjp_saved` validates the arguments and computes the
-    proxy moments (with their derivatives) once instead of twice. The results are those
-    of `norm_pn_act` and `norm_pn_act_vjp`, bit for bit (the same code runs).
+    proxy moments (with their derivatives) once instead of twice, and the backward kernel
+    reads the norm statistics the forward computed instead of making its two passes over
+    ``x`` again. The results are those of `norm_pn_act` and `norm_pn_act_vjp`, bit for
+    bit (the same code computes the statistics either way).
     """
     x, setup = _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps,
                          activation, eps, method, n, axis)
@@ -480,17 +529,17 @@ def norm_pn_act_saving(
             x, gamma, beta, gamma_tilde, beta_tilde, norm=norm, groups=groups,
             norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis)
         return out, None
-    out = _run_forward(x, setup.plan, setup.norm_eps, setup.gamma64, setup.beta64,
-                       setup.proxy_mean, setup.inv_std, setup.phi,
-                       result_dtype(x, *setup.params))
-    return out, SavedForward(x, setup, method, n)
+    out, statistics = _run_forward(x, setup.plan, setup.norm_eps, setup.gamma64,
+                                   setup.beta64, setup.proxy_mean, setup.inv_std, setup.phi,
+                                   result_dtype(x, *setup.params))
+    return out, SavedForward(x, setup, method, n, statistics)
 
 
 def norm_pn_act_vjp_saved(
     dout: ArrayLike, saved: SavedForward,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """`norm_pn_act_vjp` from the `SavedForward` of `norm_pn_act_saving` (same results)."""
-    return _pn_vjp(dout, saved.x, saved.setup, saved.method, saved.n)
+    return _pn_vjp(dout, saved.x, saved.setup, saved.method, saved.n, saved.statistics)
 
 
 # --------------------------------------------------------------------------- norm -> act
@@ -512,7 +561,7 @@ class _ActSetup:
         """The fused forward with proxy mean 0 and inverse proxy std 1."""
         channels = self.plan.channels
         return _run_forward(x, self.plan, self.norm_eps, self.gamma64, self.beta64,
-                            np.zeros(channels), np.ones(channels), self.phi, out_dtype)
+                            np.zeros(channels), np.ones(channels), self.phi, out_dtype)[0]
 
     def run_backward(self, dout, x, out_dtype):
         """The fused backward; the proxy-moment sums it also returns go unused."""
