@@ -37,7 +37,7 @@ import numpy as np
 from scipy.special import expit
 
 from pnref.activations import Activation
-from pnref.moments._special import normal_cdf, normal_pdf, ratio_with_residual
+from pnref.moments._special import normal_cdf, normal_pdf, ratio_with_residual, two_sum
 from pnref.moments._sums import _steps
 
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
@@ -89,6 +89,111 @@ def _normal_pdf(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * hi * hi) * correction * _INV_SQRT_2PI
 
 
+def _edges(m: np.ndarray, s: np.ndarray, extra: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Breakpoints of the rule in the mirrored coordinate y, sorted, and the split point.
+
+    Returns sign, k_hi, k_lo (k_hi + k_lo = |c| to about twice float64's precision), the
+    edges y (shape ``S + (PIECES + E + 1,)``) and graded_end = k - d_G, the first edge of the
+    pieces laid out as offsets from c (`_rule`).
+    """
+    # Beyond |c| = 1e300 the far side carries weight phi(c) = 0 in float64 anyway; the clip
+    # only keeps m/s for a subnormal s (and c^2, via hypot) from overflowing.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratio, residual = ratio_with_residual(m, s)  # m/s = ratio + residual
+        c = np.clip(-ratio, -1e300, 1e300)
+        inv_s = np.minimum(1.0 / s, 1e300)
+    sign = np.where(c < 0.0, -1.0, 1.0)
+    k = np.abs(c)
+    k_lo = np.where(np.abs(c) < 1e300, -sign * residual, 0.0)
+    reach = np.hypot(k, CUT)
+    long_side = k + CUT
+    short_side = reach - k
+    last = GRADES[-1]
+    long_d = [np.minimum(g * inv_s, 0.5 * long_side * (g / last)) for g in GRADES]
+    short_d = [np.minimum(g * inv_s, 0.5 * short_side * (g / last)) for g in GRADES]
+    graded_end = k - long_d[-1]
+    top = np.minimum(graded_end, TILT_REACH * s + CUT)
+    # The uniform pieces in two zones: [-L, P] in 3 and [P, T] in 5, P = min(L, -L + 3/8 (T + L))
+    # (equal pieces while T is small; the Gaussian's bulk in pieces of 6.4 however far T is).
+    split = np.minimum(CUT, -CUT + (top + CUT) * (3.0 / UNIFORM_PIECES))
+    points = [-CUT + (split + CUT) * (i / 3.0) for i in range(3)]
+    rest = UNIFORM_PIECES - 3
+    points += [split + (top - split) * (i / rest) for i in range(rest)]
+    points += [top, graded_end]
+    # From k - d_G on, each edge also as its exact offset from c: -d, 0 (c itself, where
+    # a kink sits exactly), +d, and the short pieces' ends.
+    near_offsets = [-d for d in reversed(long_d[:-1])] + [np.zeros_like(k)] + list(short_d)
+    last_short = short_d[-1]
+    near_offsets += [last_short + (short_side - last_short) * (i / SHORT_PIECES)
+                     for i in range(1, SHORT_PIECES + 1)]
+    points += [k + u for u in near_offsets]
+    extra_points = [np.clip(point, -CUT, reach) for point in extra]
+    points += extra_points
+    offsets = [(point - k) - k_lo for point in points[:len(points) - len(near_offsets)
+                                                     - len(extra_points)]]
+    offsets += near_offsets + [(point - k) - k_lo for point in extra_points]
+    edges = np.stack(np.broadcast_arrays(*points), axis=-1)  # S + (PIECES + E + 1,)
+    edge_offsets = np.stack(np.broadcast_arrays(*offsets), axis=-1)
+    if extra:
+        order = np.argsort(edges, axis=-1, kind="stable")
+        edges = np.take_along_axis(edges, order, axis=-1)
+        edge_offsets = np.take_along_axis(edge_offsets, order, axis=-1)
+    return sign, k, k_lo, edges, edge_offsets, graded_end
+
+
+def _rule(
+    m: np.ndarray, s: np.ndarray, n: int, extra: tuple[np.ndarray, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Nodes x, weights w, steps d = s x and points Z = m + s x of the rule (see `nodes`).
+
+    Equations
+    ---------
+    A node at distance u from the split point c (mirrored coordinate y = k + u, k = |c|)
+    is held as the offset u: on the pieces at or beyond y = k - d_G the edges are
+    u = (y - k_hi) - k_lo (k = k_hi + k_lo to twice float64's precision, from the
+    residual of m / s), the nodes u_j = (u_a + u_b) / 2 + (u_b - u_a) / 2 t_j, and, with
+    k_hi + u_j = y_hi + y_lo exactly (two-sum) and y_lo += k_lo,
+
+    .. math::
+
+        Z_j = \operatorname{sign}(c)\, s\, u_j, \qquad
+        w_j = \tfrac{|u_b - u_a|}{2}\, \omega_j\, \varphi(y_{hi})\,
+              e^{-y_{lo} (y_{hi} + y_{lo} / 2)}, \qquad
+        x_j = \operatorname{sign}(c)\, y_{hi},
+
+    since m + s c = 0 exactly: Z_j carries one rounding, and phi is taken at the node itself,
+    not at its rounding to float64 (whose error eps |c| moves a steep integrand: GELU at
+    m/s = -30, s = 30 varies by e^(30) per unit of x, and its mean is a 90-fold
+    cancellation of the parts z < 0 and z > 0). The bulk pieces below k - d_G keep their
+    nodes as plain x (an offset from a distant c would be coarser), with phi(x) formed
+    exactly and Z by `_steps`.
+    """
+    t, omega = _legendre(n)
+    sign, k_hi, k_lo, edges, offsets, graded_end = _edges(m, s, extra)
+    k_hi, k_lo, sign = k_hi[..., None], k_lo[..., None], sign[..., None]
+    near = (edges[..., :-1] >= graded_end[..., None])[..., None]  # S + (P, 1)
+    half = 0.5 * (edges[..., 1:] - edges[..., :-1])
+    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
+    y = mid[..., None] + half[..., None] * t
+    half_u = 0.5 * (offsets[..., 1:] - offsets[..., :-1])
+    mid_u = 0.5 * (offsets[..., 1:] + offsets[..., :-1])
+    u = mid_u[..., None] + half_u[..., None] * t
+    y_hi, y_lo = two_sum(k_hi[..., None], u)
+    y_lo = y_lo + k_lo[..., None]
+    # (phi is 0 beyond |y| = 40; the clip keeps the correction finite there)
+    pdf_near = _normal_pdf(y_hi) * np.exp(-y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo))
+    sign_n = sign[..., None]
+    x = sign_n * np.where(near, y_hi, y)
+    w = omega * np.where(near, half_u[..., None] * pdf_near,
+                         np.abs(half)[..., None] * _normal_pdf(y))
+    m_n, s_n = m[..., None, None], s[..., None, None]
+    d_far, z_far = _steps(m_n, s_n, sign_n * y)
+    d = np.where(near, sign_n * (s_n * y_hi + s_n * y_lo), d_far)
+    z = np.where(near, sign_n * s_n * u, z_far)
+    shape = x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
+    return x.reshape(shape), w.reshape(shape), d.reshape(shape), z.reshape(shape)
+
+
 def nodes(
     m: np.ndarray, s: np.ndarray, n: int, extra: tuple[np.ndarray, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,42 +236,8 @@ def nodes(
     tilted centre below c together with the Gaussian's bulk, and the piece [T, k - d_G] holds
     less than e^-46 of the mass. Cut-offs: phi falls by e^-46 beyond L (and beyond R past c).
     """
-    t, omega = _legendre(n)
-    # Beyond |c| = 1e300 the far side carries weight phi(c) = 0 in float64 anyway; the clip
-    # only keeps m/s for a subnormal s (and c^2, via hypot) from overflowing.
-    with np.errstate(over="ignore", divide="ignore"):
-        c = np.clip(-m / s, -1e300, 1e300)
-        inv_s = np.minimum(1.0 / s, 1e300)
-    sign = np.where(c < 0.0, -1.0, 1.0)
-    k = np.abs(c)
-    reach = np.hypot(k, CUT)
-    long_side = k + CUT
-    short_side = reach - k
-    last = GRADES[-1]
-    long_d = [np.minimum(g * inv_s, 0.5 * long_side * (g / last)) for g in GRADES]
-    short_d = [np.minimum(g * inv_s, 0.5 * short_side * (g / last)) for g in GRADES]
-    graded_end = k - long_d[-1]
-    top = np.minimum(graded_end, TILT_REACH * s + CUT)
-    # The uniform pieces in two zones: [-L, P] in 3 and [P, T] in 5, P = min(L, -L + 3/8 (T + L))
-    # (equal pieces while T is small; the Gaussian's bulk in pieces of 6.4 however far T is).
-    split = np.minimum(CUT, -CUT + (top + CUT) * (3.0 / UNIFORM_PIECES))
-    points = [-CUT + (split + CUT) * (i / 3.0) for i in range(3)]
-    rest = UNIFORM_PIECES - 3
-    points += [split + (top - split) * (i / rest) for i in range(rest)]
-    points += [top, graded_end, *(k - d for d in reversed(long_d[:-1])), k]
-    points += [k + d for d in short_d]
-    rest = points[-1]
-    points += [rest + (reach - rest) * (i / SHORT_PIECES) for i in range(1, SHORT_PIECES + 1)]
-    points += [np.clip(point, -CUT, reach) for point in extra]
-    edges = np.stack(np.broadcast_arrays(*points), axis=-1)  # S + (PIECES + E + 1,)
-    if extra:
-        edges = np.sort(edges, axis=-1)
-    half = 0.5 * (edges[..., 1:] - edges[..., :-1])
-    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    x = sign[..., None, None] * (mid[..., None] + half[..., None] * t)
-    w = np.abs(half)[..., None] * omega * _normal_pdf(x)
-    shape = x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
-    return x.reshape(shape), w.reshape(shape)
+    x, w, _, _ = _rule(np.asarray(m, np.float64), np.asarray(s, np.float64), n, extra)
+    return x, w
 
 
 TAIL_TILTS = (1.0, 2.0)
@@ -336,6 +407,19 @@ def _integral_difference(g, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     return half * total
 
 
+def _taylor_rest(g, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """d^2 int_0^1 (1 - t) g(m + t d) dt by 6-node Gauss-Legendre on [0, 1].
+
+    With g = f''' this is the Taylor remainder f'(m + d) - f'(m) - f''(m) d, without its
+    cancellation; |d| <= 0.1 and g analytic near the real axis as in `_integral_difference`.
+    """
+    total = np.zeros(np.broadcast(m, d).shape)
+    for node, weight in zip(_SHORT_NODES, _SHORT_WEIGHTS, strict=True):
+        t = 0.5 * (1.0 + node)
+        total = total + (0.5 * weight) * (1.0 - t) * g(m + t * d)
+    return d * d * total
+
+
 # Roots r of f' (the minima of gelu, silu, gelu_tanh) as double-doubles: mpmath findroot at
 # 40 digits gives -0.75179152469356445745790494677952404, -1.2784645427610737951093587390229802
 # and -0.75246142207101625848795444328891609; (hi, lo) = (float rounding, remainder).
@@ -344,6 +428,45 @@ _DERIVATIVE_ROOTS = {
     "silu": (-1.2784645427610737, -1.0946994183093437e-16),
     "gelu_tanh": (-0.7524614220710163, 3.635560509207687e-17),
 }
+def _gelu_d3f(z: np.ndarray) -> np.ndarray:
+    """GELU's third derivative phi(z) z (z^2 - 4) (the derivative of f'' = phi (2 - z^2))."""
+    zc = np.clip(z, -40.0, 40.0)
+    return normal_pdf(zc) * zc * (zc * zc - 4.0)
+
+
+def _silu_d3f(z: np.ndarray) -> np.ndarray:
+    """SiLU's third derivative p q (z (t^2 - 2 p q) - 3 t), p, q = sigmoid(+-z), t = tanh(z/2).
+
+    From f'' = p q (2 - z t), (p q)' = -p q t and t' = 2 p q.
+    """
+    zc = np.clip(z, -750.0, 750.0)
+    pq = expit(zc) * expit(-zc)
+    t = np.tanh(0.5 * zc)
+    return pq * (zc * (t * t - 2.0 * pq) - 3.0 * t)
+
+
+def _gelu_tanh_d3f(z: np.ndarray) -> np.ndarray:
+    """tanh-GELU's third derivative 3 g'' + z g''', g = sigmoid(2u) (f = z g).
+
+    With r = sigmoid(2u) sigmoid(-2u) and T = tanh u: g'' = 2 r (u'' - 2 u'^2 T); since
+    r' = -2 u' r T and T' = 4 u' r,
+    g''' = 2 r (u''' - 4 u' u'' T - 8 u'^3 r - 2 u' T (u'' - 2 u'^2 T)).
+    """
+    zc = np.clip(z, -1.0e3, 1.0e3)
+    u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
+    d2u = _SQRT_2_OVER_PI * 6.0 * _GELU_TANH_CUBIC * zc
+    d3u = _SQRT_2_OVER_PI * 6.0 * _GELU_TANH_CUBIC
+    r = expit(2.0 * u) * expit(-2.0 * u)
+    tanh_u = np.tanh(u)
+    inner = d2u - 2.0 * du * du * tanh_u
+    d_inner = d3u - 4.0 * du * d2u * tanh_u - 8.0 * du**3 * r
+    return 3.0 * (2.0 * r * inner) + zc * (2.0 * r * (d_inner - 2.0 * du * tanh_u * inner))
+
+
+_THIRD_DERIVATIVES = {"gelu": _gelu_d3f, "silu": _silu_d3f, "gelu_tanh": _gelu_tanh_d3f}
+# f''' of the activations with a critical point (`_DERIVATIVE_ROOTS`), for `_sums`.
+
 _ROOT_REACH = 0.1  # |z - r| below which f' is the integral of f'' from r
 _CRITICAL_S = 0.01  # s below which E f' and Cov(f, f') near r drop their linear part
 
@@ -352,21 +475,28 @@ def _first_derivative(act):
     """f'(m + d) from (m, d), to full relative accuracy also near the root r of f'.
 
     Near r (|z - r| < 0.1), f'(z) = int_r^z f''(t) dt by `_integral_difference`, with
-    z - r = ((m - r_hi) - r_lo) + d formed without rounding m + d first: the textbook forms
+    z - r = ((m - r_hi) - r_lo) + d formed without rounding m + d first where m is close
+    to r (and from the point z, given to a few ulp of itself, where m is far from r and
+    m + d cancels; GELU at m = -900, s = 30: 4e-12 from (m, d)): the textbook forms
     (Phi(z) + z phi(z) for gelu) carry an absolute rounding error of about eps there, a
     relative error eps / |f''(r) (z - r)| that reaches 1e-8 at |z - r| = 1e-8, and so does
     the rounding of z = m + d itself. f'' has no cancellation near r.
     """
     root = _DERIVATIVE_ROOTS.get(act.name)
 
-    def df(m: np.ndarray, d: np.ndarray | float = 0.0) -> np.ndarray:
+    def df(m: np.ndarray, d: np.ndarray | float = 0.0, z: np.ndarray | None = None) -> np.ndarray:
         m = np.asarray(m, dtype=np.float64)
-        z = m + d
+        if z is None:
+            z = m + d
         out = np.array(act.df(z), dtype=np.float64)
         if root is None:
             return out
         root_hi, root_lo = root
-        offset = ((m - root_hi) - root_lo) + d  # m - r_hi is exact near r (Sterbenz)
+        # m - r_hi and z - r_hi are exact near r (Sterbenz); from (m, d) the error is
+        # eps |m - r|, from the accurate z it is a few ulp of z: take the smaller.
+        from_steps = ((m - root_hi) - root_lo) + d
+        from_point = (z - root_hi) - root_lo
+        offset = np.where(np.abs(m - root_hi) <= 4.0 * np.abs(z), from_steps, from_point)
         near = np.abs(offset) < _ROOT_REACH
         if np.any(near):
             start = np.full(offset[near].shape, root_hi)
@@ -440,9 +570,9 @@ _BLOCK_ELEMENTS = 2_000_000  # channels x nodes per block (16 MB per temporary)
 _STEIN_S = 0.5  # smooth activations: E[f'(Z) X] = s E f''(Z) for s <= this
 
 
-def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
+def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
           derivatives: bool) -> tuple[np.ndarray, ...]:
-    """Mean, variance (and derivatives) from nodes x and weights w, per channel (1-d m, s).
+    """Mean, variance (and derivatives) by the rule of `_rule`, per channel (1-d m, s).
 
     Equations
     ---------
@@ -470,12 +600,13 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
     df = _first_derivative(act)
     smooth = not act.kinks and act.name not in ("identity",)
     integral_for_f = act.name in ("gelu", "gelu_tanh", "silu")
-    block = max(1, _BLOCK_ELEMENTS // x.shape[-1])
+    extra_count = len(_tail_breakpoints(act, m[:1], s[:1]))
+    block = max(1, _BLOCK_ELEMENTS // ((PIECES + extra_count) * n))
     for start in range(0, m.size, block):
         stop = min(start + block, m.size)
-        mb, sb = m[start:stop, None], s[start:stop, None]
-        xb, wb = x[start:stop], w[start:stop]
-        d, z = _steps(mb, sb, xb)
+        m_block, s_block = m[start:stop], s[start:stop]
+        xb, wb, d, z = _rule(m_block, s_block, n, _tail_breakpoints(act, m_block, s_block))
+        mb, sb = m_block[:, None], s_block[:, None]
         f_m = act.f(mb)
         delta = difference(mb, d, z)
         short = np.abs(d) <= _SHORT_STEP
@@ -494,7 +625,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         if not derivatives:
             continue
         right = mb > 0.0
-        df_z = df(mb, d)
+        df_z = df(mb, d, z)
         offset, limit, offset_m = _derivative_offsets(act, df, df_z, z, mb, right)
         outs[2][start:stop] = limit[:, 0] + np.sum(wb * offset, axis=-1)
         use_stein = (sb[:, 0] <= _STEIN_S) | ((not smooth) & (mb[:, 0] <= 0.0))
@@ -525,12 +656,18 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
             # Near a root r of f' at small s, E f' = f'(m) + O(s^2) and Cov(f, f') are sums
             # whose O(s) terms (odd in x) cancel to 1e-8 of their size: take the linear part
             # f''(m) d out of E_j and add back its exact expectation (E X = 0, and
-            # Cov(f, s X) = s^2 E f' by Stein's identity).
+            # Cov(f, s X) = s^2 E f' by Stein's identity). The rest E_j - f''(m) d is
+            # d^2 int_0^1 (1 - t) f'''(m + t d) dt for short steps: formed as a difference,
+            # the rounding of f'' (eps f'' d) is 1e-8 of it at d = 1e-8.
             critical = (np.abs(mb[:, 0] - root[0]) < 0.5) & (sb[:, 0] <= _CRITICAL_S)
             if np.any(critical):
                 rows = np.flatnonzero(critical)
                 curvature = act.d2f(mb[rows])
                 residual = change[rows] - curvature * d[rows]
+                steps = d[rows]
+                near = np.abs(steps) <= _SHORT_STEP
+                m_near = np.broadcast_to(mb[rows], steps.shape)[near]
+                residual[near] = _taylor_rest(_THIRD_DERIVATIVES[act.name], m_near, steps[near])
                 residual_mean = np.sum(wb[rows] * residual, axis=-1)
                 dmean_dm = df(mb[rows, 0]) + residual_mean
                 outs[2][start + rows] = dmean_dm
@@ -556,9 +693,8 @@ def _moments(act, m, s, n, derivatives):
     zero = s == 0.0  # NaN s falls in neither and stays NaN
     if positive.any():
         mp_, sp_ = m[positive], s[positive]
-        x, w = nodes(mp_, sp_, n, _tail_breakpoints(act, mp_, sp_))
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            values = _sums(act, mp_, sp_, x, w, derivatives)
+            values = _sums(act, mp_, sp_, n, derivatives)
         for out, value in zip(outs, values, strict=True):
             out[positive] = value
     if zero.any():
