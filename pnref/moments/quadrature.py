@@ -170,27 +170,37 @@ def _rule(
     """
     t, omega = _legendre(n)
     sign, k_hi, k_lo, edges, offsets, graded_end = _edges(m, s, extra)
-    k_hi, k_lo, sign = k_hi[..., None], k_lo[..., None], sign[..., None]
-    near = (edges[..., :-1] >= graded_end[..., None])[..., None]  # S + (P, 1)
-    half = 0.5 * (edges[..., 1:] - edges[..., :-1])
-    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    y = mid[..., None] + half[..., None] * t
-    half_u = 0.5 * (offsets[..., 1:] - offsets[..., :-1])
-    mid_u = 0.5 * (offsets[..., 1:] + offsets[..., :-1])
-    u = mid_u[..., None] + half_u[..., None] * t
-    y_hi, y_lo = two_sum(k_hi[..., None], u)
-    y_lo = y_lo + k_lo[..., None]
+    pieces = edges.shape[-1] - 1
+    near = edges[..., :-1] >= graded_end[..., None]  # S + (P,)
+    far = ~near
+
+    def per_piece(value: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(value[..., None], near.shape)[where][:, None]
+
+    x = np.empty(near.shape + (n,))
+    w, d, z = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    # Bulk pieces: plain nodes x.
+    half = 0.5 * (edges[..., 1:] - edges[..., :-1])[far][:, None]
+    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])[far][:, None]
+    y = mid + half * t
+    sign_far = per_piece(sign, far)
+    x[far] = sign_far * y
+    w[far] = np.abs(half) * omega * _normal_pdf(y)
+    d[far], z[far] = _steps(per_piece(m, far), per_piece(s, far), x[far])
+    # Pieces near c: offsets u from c.
+    half_u = 0.5 * (offsets[..., 1:] - offsets[..., :-1])[near][:, None]
+    mid_u = 0.5 * (offsets[..., 1:] + offsets[..., :-1])[near][:, None]
+    u = mid_u + half_u * t
+    y_hi, y_lo = two_sum(per_piece(k_hi, near), u)
+    y_lo = y_lo + per_piece(k_lo, near)
     # (phi is 0 beyond |y| = 40; the clip keeps the correction finite there)
-    pdf_near = _normal_pdf(y_hi) * np.exp(-y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo))
-    sign_n = sign[..., None]
-    x = sign_n * np.where(near, y_hi, y)
-    w = omega * np.where(near, half_u[..., None] * pdf_near,
-                         np.abs(half)[..., None] * _normal_pdf(y))
-    m_n, s_n = m[..., None, None], s[..., None, None]
-    d_far, z_far = _steps(m_n, s_n, sign_n * y)
-    d = np.where(near, sign_n * (s_n * y_hi + s_n * y_lo), d_far)
-    z = np.where(near, sign_n * s_n * u, z_far)
-    shape = x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
+    pdf = _normal_pdf(y_hi) * np.exp(-y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo))
+    sign_near, s_near = per_piece(sign, near), per_piece(s, near)
+    x[near] = sign_near * y_hi
+    w[near] = half_u * omega * pdf
+    d[near] = sign_near * (s_near * y_hi + s_near * y_lo)
+    z[near] = sign_near * s_near * u
+    shape = near.shape[:-1] + (pieces * n,)
     return x.reshape(shape), w.reshape(shape), d.reshape(shape), z.reshape(shape)
 
 
@@ -509,6 +519,12 @@ def _first_derivative(act):
 def _right_offset_derivative(act):
     """f'(z) - 1 written without cancellation for z >> 0 (f' -> 1 as z -> +inf), or None."""
     name = act.name
+    if name == "elu":
+        # alpha e^z - 1 = alpha expm1(z) + (alpha - 1) for z <= 0: for alpha = 1 (f'
+        # continuous at the kink) it is expm1(z), not a difference of nearly equal terms.
+        alpha = act.params["alpha"]
+        return lambda z: np.where(z > 0.0, 0.0,
+                                  alpha * np.expm1(np.minimum(z, 0.0)) + (alpha - 1.0))
     if name == "softplus":
         return lambda z: -expit(-z)
     if name == "silu":
@@ -599,6 +615,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
     difference = _difference_for(act)
     df = _first_derivative(act)
     smooth = not act.kinks and act.name not in ("identity",)
+    right_offset = _right_offset_derivative(act)
     integral_for_f = act.name in ("gelu", "gelu_tanh", "silu")
     extra_count = len(_tail_breakpoints(act, m[:1], s[:1]))
     block = max(1, _BLOCK_ELEMENTS // ((PIECES + extra_count) * n))
@@ -644,7 +661,14 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
         change = offset - offset_m
         # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): the integral is
         # only used on one side of 0.
-        short_change = short & ((z > 0.0) == (mb > 0.0))
+        same_side = (z > 0.0) == (mb > 0.0)
+        if right_offset is not None and act.kinks and not np.all(same_side):
+            # Across the kink from m <= 0: f'(z) - f'(m) = (f'(z) - 1) - (f'(m) - 1), each
+            # without cancellation (ELU alpha = 1 at m = -1e-6: 1 - e^m, not expm1).
+            cross = ~same_side
+            change[cross] = (right_offset(z[cross])
+                             - right_offset(np.broadcast_to(mb, z.shape)[cross]))
+        short_change = short & same_side
         if np.any(short_change):
             change[short_change] = _integral_difference(
                 act.d2f, m_nodes[short_change], d[short_change])
