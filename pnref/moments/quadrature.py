@@ -582,6 +582,12 @@ def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarra
     return mean, var, dmean_dm, dmean_ds, np.zeros_like(m), np.zeros_like(m)
 
 
+_SMOOTH_SECOND = frozenset({"identity", "gelu", "gelu_tanh", "silu", "softplus", "tanh", "sigmoid"})
+"""Activations whose f'' is continuous at z = 0 (not relu, leaky_relu, elu of any alpha)."""
+
+_POINT_SYMMETRIC = frozenset({"identity", "tanh", "sigmoid"})
+"""Activations with f(-z) = 2 f(0) - f(z) (see `_moments`)."""
+
 _BLOCK_ELEMENTS = 2_000_000  # channels x nodes per block (16 MB per temporary)
 _STEIN_S = 0.5  # smooth activations: E[f'(Z) X] = s E f''(Z) for s <= this
 
@@ -659,16 +665,17 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
             dmean_ds[rows] = stein
         outs[3][start:stop] = dmean_ds
         change = offset - offset_m
-        # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): the integral is
-        # only used on one side of 0.
+        # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): there the
+        # integral of f'' is only used on one side of 0 (across 0 for the smooth ones: tanh
+        # at m = -9e-7, s = 3.5e-7 lost 4e-6 to sech^2(z) - sech^2(m) by subtraction).
         same_side = (z > 0.0) == (mb > 0.0)
-        if right_offset is not None and act.kinks and not np.all(same_side):
+        if right_offset is not None and act.name not in _SMOOTH_SECOND and not np.all(same_side):
             # Across the kink from m <= 0: f'(z) - f'(m) = (f'(z) - 1) - (f'(m) - 1), each
             # without cancellation (ELU alpha = 1 at m = -1e-6: 1 - e^m, not expm1).
             cross = ~same_side
             change[cross] = (right_offset(z[cross])
                              - right_offset(np.broadcast_to(mb, z.shape)[cross]))
-        short_change = short & same_side
+        short_change = short & (True if act.name in _SMOOTH_SECOND else same_side)
         if np.any(short_change):
             change[short_change] = _integral_difference(
                 act.d2f, m_nodes[short_change], d[short_change])
@@ -721,6 +728,15 @@ def _moments(act, m, s, n, derivatives):
             values = _sums(act, mp_, sp_, n, derivatives)
         for out, value in zip(outs, values, strict=True):
             out[positive] = value
+        if act.name in _POINT_SYMMETRIC:
+            # f(-z) = 2 f(0) - f(z): at m = 0 the law of Z is symmetric, so E f(Z) = f(0),
+            # E[f'(Z) X] = 0 (f' even) and Cov(f, f') = 0 (f - f(0) odd, f' even) exactly;
+            # the sums leave rounding noise (1e-17, or s 1e-16 for the identity's mean).
+            centred = positive & (m == 0.0)
+            outs[0][centred] = float(act.f(np.array(0.0)))
+            if derivatives:
+                outs[3][centred] = 0.0
+                outs[4][centred] = 0.0
     if zero.any():
         for out, value in zip(outs, _zero_width_limits(act, m[zero], derivatives), strict=True):
             out[zero] = value
