@@ -37,7 +37,13 @@ import numpy as np
 from scipy.special import expit
 
 from pnref.activations import Activation
-from pnref.moments._special import normal_cdf, normal_pdf, ratio_with_residual, two_sum
+from pnref.moments._differences import (
+    closed_pair,
+    right_slope_offset,
+    sigmoid_pair,
+    softplus_difference,
+)
+from pnref.moments._special import normal_pdf, ratio_with_residual, two_sum
 from pnref.moments._sums import _steps
 
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
@@ -311,94 +317,6 @@ def _tail_breakpoints(act, m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ..
     return tuple(points)
 
 
-def _sigmoid_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """sigmoid(z) - sigmoid(m), z = m + d, without cancellation.
-
-    For d >= 0: sigmoid(z) - sigmoid(m) = -sigmoid(z) sigmoid(-m) expm1(-d) (nothing
-    overflows); for d < 0 the same with the roles of the two points swapped.
-    """
-    upper = np.where(d >= 0.0, z, m)
-    lower = np.where(d >= 0.0, m, z)
-    gap = -expit(upper) * expit(-lower) * np.expm1(-np.abs(d))
-    return np.where(d >= 0.0, gap, -gap)
-
-
-def _tanh_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """tanh(z) - tanh m = 2 (sigmoid(2 z) - sigmoid(2 m))."""
-    return 2.0 * _sigmoid_difference(2.0 * m, 2.0 * d, 2.0 * z)
-
-
-def _softplus_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """softplus(z) - softplus(m) = +-log1p(sigmoid(lower) expm1(|d|)), lower = min(z, m).
-
-    (1 + e^upper) / (1 + e^lower) = 1 + sigmoid(lower) (e^|d| - 1); beyond |d| = 700 (where
-    expm1 would overflow) the two values are far apart and plain subtraction is exact enough.
-    """
-    lower = np.minimum(z, m)
-    gap = np.log1p(expit(lower) * np.expm1(np.minimum(np.abs(d), 700.0)))
-    near = np.where(d >= 0.0, gap, -gap)
-    far = _softplus(z) - _softplus(m)
-    return np.where(np.abs(d) <= 700.0, near, far)
-
-
-def _softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
-
-
-def _piecewise_linear_difference(act):
-    """f(z) - f(m) for identity, relu, leaky_relu: slope * d on one side of 0."""
-
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        same_side = (z > 0.0) == (m > 0.0)
-        return np.where(same_side, act.df(m) * d, act.f(z) - act.f(m))
-
-    return difference
-
-
-def _elu_difference(act):
-    """elu(z) - elu(m): d when both are > 0, alpha e^m expm1(d) when both are <= 0."""
-    alpha = act.params["alpha"]
-
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        # alpha (e^z - e^m) for z, m <= 0, factored at the larger of the two so that no
-        # exponential overflows: e^z (1 - e^-d) for d >= 0, e^m (e^d - 1) for d < 0.
-        decay = np.expm1(-np.abs(d))
-        both_negative = alpha * decay * np.where(
-            d >= 0.0, -np.exp(np.minimum(z, 0.0)), np.exp(np.minimum(m, 0.0))
-        )
-        mixed = act.f(z) - act.f(m)  # opposite signs: the two terms add, no cancellation
-        return np.where(
-            (z > 0.0) & (m > 0.0), d, np.where((z <= 0.0) & (m <= 0.0), both_negative, mixed)
-        )
-
-    return difference
-
-
-def _subtraction(act):
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return act.f(z) - act.f(m)
-
-    return difference
-
-
-def _difference_for(act):
-    """A cancellation-free f(z) - f(m) (arguments m, d = z - m, z) where one is known.
-
-    With it the variance of a nearly constant f (tanh, sigmoid or ELU far from 0, any
-    piecewise-linear f at s << |m|) is not limited by the rounding of f(m + s x): the
-    two-pass floor eps |f(m)| / (s |f'(m)|) disappears (docs/proxy-moments.md). For gelu,
-    gelu_tanh and silu the subtraction is returned (and `_integral_difference` replaces it
-    for small |d|).
-    """
-    if act.name in ("identity", "relu", "leaky_relu"):
-        return _piecewise_linear_difference(act)
-    if act.name == "elu":
-        return _elu_difference(act)
-    named = {"tanh": _tanh_difference, "sigmoid": _sigmoid_difference,
-             "softplus": _softplus_difference}
-    return named.get(act.name, _subtraction(act))
-
-
 _SHORT_STEP = 0.1  # |d| below which differences are integrals of the next derivative
 _SHORT_NODES, _SHORT_WEIGHTS = np.polynomial.legendre.leggauss(6)
 
@@ -516,40 +434,12 @@ def _first_derivative(act):
     return df
 
 
-def _right_offset_derivative(act):
-    """f'(z) - 1 written without cancellation for z >> 0 (f' -> 1 as z -> +inf), or None."""
-    name = act.name
-    if name == "elu":
-        # alpha e^z - 1 = alpha expm1(z) + (alpha - 1) for z <= 0: for alpha = 1 (f'
-        # continuous at the kink) it is expm1(z), not a difference of nearly equal terms.
-        alpha = act.params["alpha"]
-        return lambda z: np.where(z > 0.0, 0.0,
-                                  alpha * np.expm1(np.minimum(z, 0.0)) + (alpha - 1.0))
-    if name == "softplus":
-        return lambda z: -expit(-z)
-    if name == "silu":
-        return lambda z: expit(-z) * (np.clip(z, -1e100, 1e100) * expit(z) - 1.0)
-    if name == "gelu":
-        def gelu_offset(z):
-            zc = np.clip(z, -1e100, 1e100)
-            return zc * normal_pdf(zc) - normal_cdf(-zc)
-        return gelu_offset
-    if name == "gelu_tanh":
-        def gelu_tanh_offset(z):
-            zc = np.clip(z, -1.0e6, 1.0e6)
-            u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
-            du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
-            return expit(-2.0 * u) * (2.0 * zc * du * expit(2.0 * u) - 1.0)
-        return gelu_tanh_offset
-    return None
-
-
 def _derivative_offsets(act, df, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
                         right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """D(z) = f'(z) - K', K' and D(m); K' is the limit of f' on the side of m (right: m > 0).
 
     K' is 0, 1 or alpha; where f' -> 1 as z -> +inf the offset is formed without
-    cancellation (`_right_offset_derivative`), so that E[f'(Z) X] = E[D X] keeps its relative
+    cancellation (`right_slope_offset`), so that E[f'(Z) X] = E[D X] keeps its relative
     accuracy when f' is 1 to within rounding over the Gaussian's mass (softplus at m/s = 30).
     """
     left_limit = float(act.df(np.array(-1e300)))
@@ -557,7 +447,7 @@ def _derivative_offsets(act, df, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
     limit = np.where(right, right_limit, left_limit)
     offset = df_z - limit
     offset_m = df(m) - limit
-    special = _right_offset_derivative(act)
+    special = right_slope_offset(act)
     if special is not None and np.any(right):
         rows = np.flatnonzero(right[:, 0])
         offset[rows] = special(z[rows])
@@ -581,9 +471,6 @@ def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarra
         dmean_ds = np.where(at_kink, jump * _INV_SQRT_2PI, dmean_ds)
     return mean, var, dmean_dm, dmean_ds, np.zeros_like(m), np.zeros_like(m)
 
-
-_SMOOTH_SECOND = frozenset({"identity", "gelu", "gelu_tanh", "silu", "softplus", "tanh", "sigmoid"})
-"""Activations whose f'' is continuous at z = 0 (not relu, leaky_relu, elu of any alpha)."""
 
 _POINT_SYMMETRIC = frozenset({"identity", "tanh", "sigmoid"})
 """Activations with f(-z) = 2 f(0) - f(z) (see `_moments`)."""
@@ -618,11 +505,9 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
     """
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
-    difference = _difference_for(act)
+    pair = closed_pair(act)
     df = _first_derivative(act)
     smooth = not act.kinks and act.name not in ("identity",)
-    right_offset = _right_offset_derivative(act)
-    integral_for_f = act.name in ("gelu", "gelu_tanh", "silu")
     extra_count = len(_tail_breakpoints(act, m[:1], s[:1]))
     block = max(1, _BLOCK_ELEMENTS // ((PIECES + extra_count) * n))
     for start in range(0, m.size, block):
@@ -631,10 +516,17 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
         xb, wb, d, z = _rule(m_block, s_block, n, _tail_breakpoints(act, m_block, s_block))
         mb, sb = m_block[:, None], s_block[:, None]
         f_m = act.f(mb)
-        delta = difference(mb, d, z)
-        short = np.abs(d) <= _SHORT_STEP
         m_nodes = np.broadcast_to(mb, z.shape)
-        if integral_for_f and np.any(short):
+        short = np.abs(d) <= _SHORT_STEP
+        if pair is not None:
+            delta, change = pair(z, m_nodes, d)
+        elif act.name == "softplus":
+            delta = softplus_difference(z, m_nodes, d)
+            change = sigmoid_pair(z, m_nodes, d)[0]  # softplus' = sigmoid
+        else:
+            delta = act.f(z) - f_m  # does not cancel where |d| > 0.1 (the rest below)
+            change = None
+        if pair is None and act.name != "softplus" and np.any(short):
             # int_m^(m+d) f' with f' at m + d (1 + t_j) / 2 from (m, d): accurate near its root
             m_short, half = m_nodes[short], 0.5 * d[short]
             total = np.zeros(half.shape)
@@ -664,21 +556,11 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
                 stein = stein + jump * normal_pdf(a) * correction
             dmean_ds[rows] = stein
         outs[3][start:stop] = dmean_ds
-        change = offset - offset_m
-        # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): there the
-        # integral of f'' is only used on one side of 0 (across 0 for the smooth ones: tanh
-        # at m = -9e-7, s = 3.5e-7 lost 4e-6 to sech^2(z) - sech^2(m) by subtraction).
-        same_side = (z > 0.0) == (mb > 0.0)
-        if right_offset is not None and act.name not in _SMOOTH_SECOND and not np.all(same_side):
-            # Across the kink from m <= 0: f'(z) - f'(m) = (f'(z) - 1) - (f'(m) - 1), each
-            # without cancellation (ELU alpha = 1 at m = -1e-6: 1 - e^m, not expm1).
-            cross = ~same_side
-            change[cross] = (right_offset(z[cross])
-                             - right_offset(np.broadcast_to(mb, z.shape)[cross]))
-        short_change = short & (True if act.name in _SMOOTH_SECOND else same_side)
-        if np.any(short_change):
-            change[short_change] = _integral_difference(
-                act.d2f, m_nodes[short_change], d[short_change])
+        if change is None:
+            # gelu, gelu_tanh, silu: f'' is continuous, and short steps take its integral
+            change = offset - offset_m
+            if np.any(short):
+                change[short] = _integral_difference(act.d2f, m_nodes[short], d[short])
         change_mean = np.sum(wb * change, axis=-1)
         outs[4][start:stop] = 2.0 * np.sum(wb * deviation * (change - change_mean[:, None]),
                                            axis=-1)
