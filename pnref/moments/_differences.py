@@ -57,24 +57,25 @@ def _tanh_sum(a, b):
     return np.sign(total) * scale * -np.expm1(-2.0 * np.abs(total))
 
 
-def _tanh_pair(z, m, d):
+def _tanh_pair(z, m, d, slopes=True):
     g = _tanh_difference(z, m, d)
+    if not slopes:
+        return g, None
     # sech^2 a - sech^2 b = (tanh b - tanh a)(tanh b + tanh a)
-    h = -g * _tanh_sum(z, m)
-    return g, h
+    return g, -g * _tanh_sum(z, m)
 
 
-def sigmoid_pair(z, m, d):
+def sigmoid_pair(z, m, d, slopes=True):
     """(sigmoid(z) - sigmoid(m), sigmoid'(z) - sigmoid'(m)) through tanh(x/2) (`closed_pair`)."""
     # sigmoid(x) = (1 + tanh(x/2)) / 2, sigmoid' = sech^2(x/2) / 4
-    g, h = _tanh_pair(0.5 * z, 0.5 * m, 0.5 * d)
-    return 0.5 * g, 0.25 * h
+    g, h = _tanh_pair(0.5 * z, 0.5 * m, 0.5 * d, slopes)
+    return 0.5 * g, (None if h is None else 0.25 * h)
 
 
 # ----------------------------------------------------------------------- kinked activations
 
 
-def _elu_pair(z, m, d, alpha):
+def _elu_pair(z, m, d, alpha, slopes=True):
     # Both <= 0: alpha (e^z - e^m) = alpha sign(d) e^max(z, m) (1 - e^-|d|) (no overflow).
     both_left = alpha * np.sign(d) * np.exp(np.minimum(np.maximum(z, m), 0.0)) * -np.expm1(
         -np.abs(d))
@@ -84,26 +85,31 @@ def _elu_pair(z, m, d, alpha):
     g = np.where(z > 0.0,
                  np.where(m > 0.0, d, z - alpha * np.expm1(mneg)),
                  np.where(m > 0.0, alpha * np.expm1(zneg) - m, both_left))
+    if not slopes:
+        return g, None
     h = np.where(z > 0.0,
                  np.where(m > 0.0, 0.0, -(alpha * np.expm1(mneg) + (alpha - 1.0))),
                  np.where(m > 0.0, alpha * np.expm1(zneg) + (alpha - 1.0), both_left))
     return g, h
 
 
-def _leaky_pair(z, m, d, alpha):
+def _leaky_pair(z, m, d, alpha, slopes=True):
     g = np.where(z > 0.0,
                  np.where(m > 0.0, d, z - alpha * m),
                  np.where(m > 0.0, alpha * z - m, alpha * d))
+    if not slopes:
+        return g, None
     jump = 1.0 - alpha
     h = np.where(z > 0.0, np.where(m > 0.0, 0.0, jump), np.where(m > 0.0, -jump, 0.0))
     return g, h
 
 
 def closed_pair(act) -> Callable | None:
-    """(z, m, d) -> (f(z) - f(m), f'(z) - f'(m)) in closed form, or None for the smooth,
-    asymptotically linear activations (gelu, gelu_tanh, silu, softplus).
+    """(z, m, d, slopes=True) -> (f(z) - f(m), f'(z) - f'(m)) in closed form, or None for the
+    smooth, asymptotically linear activations (gelu, gelu_tanh, silu, softplus).
 
-    f' is the left derivative at a kink (as `Activation.df`).
+    f' is the left derivative at a kink (as `Activation.df`); with ``slopes=False`` the
+    second difference is not formed (None).
 
     Equations
     ---------
@@ -114,13 +120,14 @@ def closed_pair(act) -> Callable | None:
     """
     name = act.name
     if name == "identity":
-        return lambda z, m, d: (np.array(d, dtype=np.float64, copy=True), np.zeros_like(d))
+        return lambda z, m, d, slopes=True: (np.array(d, dtype=np.float64, copy=True),
+                                             np.zeros_like(d) if slopes else None)
     if name in ("relu", "leaky_relu"):
         alpha = act.params.get("alpha", 0.0)
-        return lambda z, m, d: _leaky_pair(z, m, d, alpha)
+        return lambda z, m, d, slopes=True: _leaky_pair(z, m, d, alpha, slopes)
     if name == "elu":
         alpha = act.params["alpha"]
-        return lambda z, m, d: _elu_pair(z, m, d, alpha)
+        return lambda z, m, d, slopes=True: _elu_pair(z, m, d, alpha, slopes)
     if name == "tanh":
         return _tanh_pair
     if name == "sigmoid":
