@@ -20,12 +20,19 @@ The rule used here (docs/proxy-moments.md, "Quadrature"), built for c >= 0 and m
 - for gelu_tanh, whose left tail decays like e^(-0.07 |z|^3), two breakpoints around each
   narrow peak of its tail integrands (`_tail_breakpoints`; 4 more pieces);
 - on each piece, ``n`` Gauss-Legendre nodes with the Gaussian weight folded into the
-  weights, phi evaluated with x^2 formed exactly, and Z = m + s x formed to a few ulp;
-- the sums run over cancellation-free differences f(Z) - f(m) and f'(Z) - f'(m), and
-  f'(Z) minus its limit on the side of m (`_sums`).
+  weights; from c - 48/s on, nodes held as offsets u from c (Z = sign(c) s u, phi at the
+  exact node, a kink exactly on an edge: `_rule`), in the bulk as x (phi with x^2 formed
+  exactly, Z = m + s x to a few ulp);
+- the sums run over cancellation-free differences f(Z) - f(m) and f'(Z) - f'(m)
+  (`pnref.moments._differences`, shared with the estimators), and f'(Z) minus its limit
+  on the side of m (`_sums`).
 
-Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 3e-13
-worst relative error of any output at the default n = 32 (tests/test_moments_domain.py).
+Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 5e-14
+worst relative error of any output at the default n = 32 on the 216 rows of
+tests/data/moment_references.csv (tests/test_moments_domain.py), 5e-14 on a 470-point
+stress set (issue 13d). Limit: where an output is odd in m (tanh, sigmoid: the mean, dmean/ds,
+dvar/dm) and |m|/s < 1e-4, it is a sum of O(s) terms cancelling to O(m): relative error
+about 1e-16 s / |m| (1e-12 at m/s = 1e-4); exactly 0 (or f(0)) at m = 0.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from pnref.moments._sums import _steps
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
 
 DEFAULT_N = 32
-"""Nodes per piece (27 pieces): 3e-13 for every activation over |m|/s <= 40, s in [1e-8, 1e3]."""
+"""Nodes per piece (27 pieces): 5e-14 for every activation over |m|/s <= 40, s in [1e-8, 1e3]."""
 
 CUT = math.sqrt(92.0)
 """Half-width where phi has fallen by e^-46 from its peak."""
@@ -488,16 +495,17 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
 
     Equations
     ---------
-    With Z_j = m + s x_j formed to a few ulp, Delta_j = f(Z_j) - f(m) (cancellation-free,
-    `_difference_for`, or the integral of f' over [m, Z_j] for |s x_j| <= 0.1 when f is
-    smooth and has no closed difference), D_j = f'(Z_j) - K' (`_derivative_offsets`):
+    With Z_j = m + s x_j from `_rule`, Delta_j = f(Z_j) - f(m) and E_j = f'(Z_j) - f'(m)
+    cancellation-free (`pnref.moments._differences.closed_pair`, softplus's log1p form and
+    sigmoid difference; for gelu, gelu_tanh, silu the integral of f' (of f'' for E_j) over
+    [m, Z_j] where |s x_j| <= 0.1, subtraction elsewhere), D_j = f'(Z_j) - K'
+    (`_derivative_offsets`):
 
         mu = f(m) + sum w Delta,  v = sum w (Delta - sum w Delta)^2,
         dmu/dm = K' + sum w D,
         dmu/ds = s sum w f''(Z_j) + sum_kinks J phi(-m/s)   (s <= 0.5, or kinked f, m <= 0)
                = sum w D_j x_j                              (otherwise),
-        dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),  E_j = f'(Z_j) - f'(m) (the integral
-                of f'' over [m, Z_j] for |s x_j| <= 0.1 on one side of z = 0),
+        dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),
         dv/ds = 2 sum w (Delta - mean)(f'(Z_j) x_j - dmu/ds).
 
     Stein's identity E[f'(Z) X] = s E f''(Z) (plus J phi(c) at a kink with jump J) keeps
