@@ -184,40 +184,58 @@ def _rule(
     t, omega = _legendre(n)
     sign, k_hi, k_lo, edges, offsets, graded_end = _edges(m, s, extra)
     pieces = edges.shape[-1] - 1
-    near = edges[..., :-1] >= graded_end[..., None]  # S + (P,)
-    far = ~near
 
-    def per_piece(value: np.ndarray, where: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(value[..., None], near.shape)[where][:, None]
+    def bulk(lower, upper, sign, m, s):
+        half = 0.5 * (upper - lower)
+        y = 0.5 * (upper + lower) + half * t
+        x = sign * y
+        d, z = _steps(m, s, x)
+        return x, np.abs(half) * omega * _normal_pdf(y), d, z
 
-    x = np.empty(near.shape + (n,))
-    w, d, z = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    # Bulk pieces: plain nodes x.
-    half = 0.5 * (edges[..., 1:] - edges[..., :-1])[far][:, None]
-    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])[far][:, None]
-    y = mid + half * t
-    sign_far = per_piece(sign, far)
-    x[far] = sign_far * y
-    w[far] = np.abs(half) * omega * _normal_pdf(y)
-    d[far], z[far] = _steps(per_piece(m, far), per_piece(s, far), x[far])
-    # Pieces near c: offsets u from c.
-    half_u = 0.5 * (offsets[..., 1:] - offsets[..., :-1])[near][:, None]
-    mid_u = 0.5 * (offsets[..., 1:] + offsets[..., :-1])[near][:, None]
-    u = mid_u + half_u * t
-    y_hi, y_lo = two_sum(per_piece(k_hi, near), u)
-    y_lo = y_lo + per_piece(k_lo, near)
-    # phi(y_hi + y_lo) = phi(y_hi) e^(-t), t = y_lo (y_hi + y_lo / 2): where phi(y_hi) > 0,
-    # |y_hi| < 40 and k < 90 (the graded points reach at most halfway to c), so |y_lo| < 2e-14,
-    # |t| < 1e-12 and e^(-t) = 1 - t to 1e-24. (The clip keeps t finite where phi is 0.)
-    correction = 1.0 - y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo)
-    pdf = _normal_pdf(y_hi) * correction
-    sign_near, s_near = per_piece(sign, near), per_piece(s, near)
-    x[near] = sign_near * y_hi
-    w[near] = half_u * omega * pdf
-    d[near] = sign_near * (s_near * y_hi + s_near * y_lo)
-    z[near] = sign_near * s_near * u
-    shape = near.shape[:-1] + (pieces * n,)
-    return x.reshape(shape), w.reshape(shape), d.reshape(shape), z.reshape(shape)
+    def near_c(lower, upper, k_hi, k_lo, sign, s):
+        half = 0.5 * (upper - lower)
+        u = 0.5 * (upper + lower) + half * t
+        y_hi, y_lo = two_sum(k_hi, u)
+        y_lo = y_lo + k_lo
+        # phi(y_hi + y_lo) = phi(y_hi) e^(-t), t = y_lo (y_hi + y_lo / 2): where phi(y_hi) > 0,
+        # |y_hi| < 40 and k < 90 (the graded points reach at most halfway to c), so
+        # |y_lo| < 2e-14, |t| < 1e-12 and e^(-t) = 1 - t to 1e-24. (The clip keeps t finite
+        # where phi is 0.)
+        correction = 1.0 - y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo)
+        x = sign * y_hi
+        return (x, half * omega * _normal_pdf(y_hi) * correction,
+                sign * (s * y_hi + s * y_lo), sign * s * u)
+
+    if not extra:
+        # Without tail breakpoints the first UNIFORM_PIECES + 1 pieces are the bulk.
+        split = UNIFORM_PIECES + 1
+        channel = [v[..., None, None] for v in (sign, k_hi, k_lo, m, s)]
+        sign_c, k_hi_c, k_lo_c, m_c, s_c = channel
+        far = bulk(edges[..., :split, None], edges[..., 1:split + 1, None], sign_c, m_c, s_c)
+        close = near_c(offsets[..., split:-1, None], offsets[..., split + 1:, None],
+                       k_hi_c, k_lo_c, sign_c, s_c)
+        parts = [np.concatenate([a, b], axis=-2) for a, b in zip(far, close, strict=True)]
+    else:
+        near = edges[..., :-1] >= graded_end[..., None]  # S + (P,): pieces from k - d_G on
+        far_mask = ~near
+
+        def per_piece(value: np.ndarray, where: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(value[..., None], near.shape)[where][:, None]
+
+        parts = [np.empty(near.shape + (n,)) for _ in range(4)]
+        lower, upper = edges[..., :-1], edges[..., 1:]
+        for part, value in zip(parts, bulk(lower[far_mask][:, None], upper[far_mask][:, None],
+                                           per_piece(sign, far_mask), per_piece(m, far_mask),
+                                           per_piece(s, far_mask)), strict=True):
+            part[far_mask] = value
+        lower, upper = offsets[..., :-1], offsets[..., 1:]
+        for part, value in zip(parts, near_c(lower[near][:, None], upper[near][:, None],
+                                             per_piece(k_hi, near), per_piece(k_lo, near),
+                                             per_piece(sign, near), per_piece(s, near)),
+                               strict=True):
+            part[near] = value
+    shape = parts[0].shape[:-2] + (pieces * n,)
+    return tuple(part.reshape(shape) for part in parts)
 
 
 def nodes(
