@@ -279,6 +279,8 @@ def nodes(
     points resolve the transition down to e^-48 of its size, the uniform pieces cover every
     tilted centre below c together with the Gaussian's bulk, and the piece [T, k - d_G] holds
     less than e^-46 of the mass. Cut-offs: phi falls by e^-46 beyond L (and beyond R past c).
+    From k - d_G on, the nodes are formed as offsets from c and phi is taken at the exact
+    node (`_rule`); the x returned there is that node rounded to float64.
     """
     x, w, _, _ = _rule(np.asarray(m, np.float64), np.asarray(s, np.float64), n, extra)
     return x, w
