@@ -242,3 +242,16 @@ def test_third_derivatives_match_differences_of_the_second(name):
     h = 1e-4
     central = (act.d2f(z + h) - act.d2f(z - h)) / (2.0 * h)
     np.testing.assert_allclose(quadrature._THIRD_DERIVATIVES[name](z), central, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["relu", "elu", "gelu", "gelu_tanh", "silu", "softplus", "tanh"])
+def test_finite_where_the_split_point_is_beyond_float_range(name):
+    # s near the bottom of float64 with m = O(1): |c| = |m|/s is clipped at 1e300 and the
+    # near-c offsets' two-sum errors reach 1e283, where phi is 0; nothing may become NaN
+    # (the hypothesis sign-flip test found m = 1, s = 1.1e-308 giving NaN once).
+    act = pnref.activation(name)
+    m = np.array([1.0, -1.0, 1e-300, 5.0, -3e5])
+    s = np.array([1.1125369292536007e-308, 1e-308, 1e-320, 5e-324, 1e-310])
+    out = quadrature.moments_with_derivatives(act, m, s)
+    assert all(np.all(np.isfinite(value)) for value in out)
+    assert np.all(out[1] >= 0.0)

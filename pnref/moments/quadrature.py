@@ -199,9 +199,10 @@ def _rule(
         y_lo = y_lo + k_lo
         # phi(y_hi + y_lo) = phi(y_hi) e^(-t), t = y_lo (y_hi + y_lo / 2): where phi(y_hi) > 0,
         # |y_hi| < 40 and k < 90 (the graded points reach at most halfway to c), so
-        # |y_lo| < 2e-14, |t| < 1e-12 and e^(-t) = 1 - t to 1e-24. (The clip keeps t finite
-        # where phi is 0.)
-        correction = 1.0 - y_lo * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo)
+        # |y_lo| < 2e-14, |t| < 1e-12 and e^(-t) = 1 - t to 1e-24. (The clips keep t finite
+        # where phi is 0: at |c| = 1e300 the two-sum's error y_lo reaches 1e283.)
+        y_lo_c = np.clip(y_lo, -1e-10, 1e-10)
+        correction = 1.0 - y_lo_c * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo_c)
         x = sign * y_hi
         return (x, half * omega * _normal_pdf(y_hi) * correction,
                 sign * (s * y_hi + s * y_lo), sign * s * u)
