@@ -216,3 +216,42 @@ def test_gelu_tanh_tail_breakpoints_bracket_the_peaks(m, s):
         # curvature evaluated at the grid maximiser instead of the exact peak).
         curvature = 1.0 + 6.0 * j * q * s * s * abs(s * expected - abs(m))
         assert abs(width * np.sqrt(curvature) - 1.0) <= 5e-3
+
+
+@pytest.mark.parametrize("name", ["identity", "tanh", "sigmoid"])
+def test_point_symmetric_activations_at_m_zero_give_exact_zeros(name):
+    # f(-z) = 2 f(0) - f(z) and Z = s X symmetric: E f(Z) = f(0), E[f'(Z) X] = 0 (f' even,
+    # X odd) and Cov(f, f') = 0 (f - f(0) odd, f' even), exactly; relative to a true zero
+    # any rounding noise of the sums would be an infinite error.
+    act = pnref.activation(name)
+    s = np.array([1e-8, 0.3, 1.0, 40.0, 1e3])
+    out = quadrature.moments_with_derivatives(act, np.zeros_like(s), s)
+    assert np.all(out[0] == float(act.f(np.array(0.0))))
+    assert np.all(out[3] == 0.0)
+    assert np.all(out[4] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "gelu_tanh"])
+def test_third_derivatives_match_differences_of_the_second(name):
+    # f''' (used for the Taylor rest near a root of f') against the central difference of
+    # f'' with step h = 1e-4: truncation h^2 |f^(5)| / 6 < 1e-8 and rounding eps / h ~ 2e-12
+    # for these analytic f (|f^(5)| < 10 on [-4, 4]), so 1e-8 absolute separates a wrong
+    # formula (errors of order 0.1) from a right one.
+    act = pnref.activation(name)
+    z = np.linspace(-4.0, 4.0, 81)
+    h = 1e-4
+    central = (act.d2f(z + h) - act.d2f(z - h)) / (2.0 * h)
+    np.testing.assert_allclose(quadrature._THIRD_DERIVATIVES[name](z), central, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["relu", "elu", "gelu", "gelu_tanh", "silu", "softplus", "tanh"])
+def test_finite_where_the_split_point_is_beyond_float_range(name):
+    # s near the bottom of float64 with m = O(1): |c| = |m|/s is clipped at 1e300 and the
+    # near-c offsets' two-sum errors reach 1e283, where phi is 0; nothing may become NaN
+    # (the hypothesis sign-flip test found m = 1, s = 1.1e-308 giving NaN once).
+    act = pnref.activation(name)
+    m = np.array([1.0, -1.0, 1e-300, 5.0, -3e5])
+    s = np.array([1.1125369292536007e-308, 1e-308, 1e-320, 5e-324, 1e-310])
+    out = quadrature.moments_with_derivatives(act, m, s)
+    assert all(np.all(np.isfinite(value)) for value in out)
+    assert np.all(out[1] >= 0.0)

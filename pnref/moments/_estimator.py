@@ -14,7 +14,8 @@ things stand between float64 and that:
    var 0 instead of 7e-67). Here every deviation is formed directly:
 
    - g_i = f(m + d_i) - f(m) and h_i = f'(m + d_i) - f'(m), d_i = s x_i, by a closed
-     difference formula where the activation has one (identity, the ReLU family, ELU:
+     difference formula (`pnref.moments._differences`, shared with the quadrature) where the
+     activation has one (identity, the ReLU family, ELU:
      alpha e^min(..) expm1; tanh and sigmoid: tanh a - tanh b = sinh(a - b) / (cosh a
      cosh b) written with exponentials of non-positive arguments only);
    - for the smooth, asymptotically linear activations (GELU, tanh-GELU, SiLU,
@@ -48,7 +49,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit, ndtr
+
+from pnref.moments._differences import closed_pair, right_residual
 
 __all__ = ["accurate_sum", "differences", "sample_moments"]
 
@@ -72,9 +74,6 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
 _GL_T = 0.5 * (_GL_X + 1.0)  # nodes on [0, 1]
 _GL_W = 0.5 * _GL_W
 
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_TANH_CUBIC = 0.044715
 
 
 # ----------------------------------------------------------------------- compensated sums
@@ -144,95 +143,6 @@ def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return product, np.where(np.isfinite(error), error, 0.0)
 
 
-def _exp_factor(a, b):
-    """2 e^(|a - b| - |a| - |b|) / ((1 + e^-2|a|)(1 + e^-2|b|)) with only non-positive exponents.
-
-    |a - b| - |a| - |b| is -2 min(|a|, |b|) when a and b have the same sign and 0
-    otherwise; computed that way it is exact.
-    """
-    abs_a, abs_b = np.abs(a), np.abs(b)
-    same_sign = (a > 0) == (b > 0)
-    exponent = np.where(same_sign, -2.0 * np.minimum(abs_a, abs_b), 0.0)
-    return 2.0 * np.exp(exponent) / ((1.0 + np.exp(-2.0 * abs_a)) * (1.0 + np.exp(-2.0 * abs_b)))
-
-
-def _tanh_difference(a, b, d):
-    """tanh a - tanh b, where d = a - b is given separately (not rounded through a)."""
-    return np.sign(d) * _exp_factor(a, b) * -np.expm1(-2.0 * np.abs(d))
-
-
-def _tanh_sum(a, b):
-    """tanh a + tanh b, i.e. sinh(a + b) / (cosh a cosh b), in the same form."""
-    total = a + b
-    abs_a, abs_b = np.abs(a), np.abs(b)
-    opposite = (a > 0) != (b > 0)
-    exponent = np.where(opposite, -2.0 * np.minimum(abs_a, abs_b), 0.0)
-    scale = 2.0 * np.exp(exponent) / ((1.0 + np.exp(-2.0 * abs_a)) * (1.0 + np.exp(-2.0 * abs_b)))
-    return np.sign(total) * scale * -np.expm1(-2.0 * np.abs(total))
-
-
-def _tanh_pair(z, m, d):
-    g = _tanh_difference(z, m, d)
-    # sech^2 a - sech^2 b = (tanh b - tanh a)(tanh b + tanh a)
-    h = -g * _tanh_sum(z, m)
-    return g, h
-
-
-def _sigmoid_pair(z, m, d):
-    # sigmoid(x) = (1 + tanh(x/2)) / 2, sigmoid' = sech^2(x/2) / 4
-    g, h = _tanh_pair(0.5 * z, 0.5 * m, 0.5 * d)
-    return 0.5 * g, 0.25 * h
-
-
-def _elu_pair(z, m, d, alpha):
-    # Both <= 0: alpha (e^z - e^m) = alpha sign(d) e^max(z, m) (1 - e^-|d|) (no overflow).
-    both_left = alpha * np.sign(d) * np.exp(np.minimum(np.maximum(z, m), 0.0)) * -np.expm1(
-        -np.abs(d))
-    zneg, mneg = np.minimum(z, 0.0), np.minimum(m, 0.0)
-    # z > 0 >= m: z - alpha expm1(m) = z + alpha (-expm1(m)), two non-negative terms.
-    g = np.where(z > 0.0,
-                 np.where(m > 0.0, d, z - alpha * np.expm1(mneg)),
-                 np.where(m > 0.0, alpha * np.expm1(zneg) - m, both_left))
-    h = np.where(z > 0.0,
-                 np.where(m > 0.0, 0.0, 1.0 - alpha * np.exp(mneg)),
-                 np.where(m > 0.0, alpha * np.exp(zneg) - 1.0, both_left))
-    return g, h
-
-
-def _leaky_pair(z, m, d, alpha):
-    g = np.where(z > 0.0,
-                 np.where(m > 0.0, d, z - alpha * m),
-                 np.where(m > 0.0, alpha * z - m, alpha * d))
-    jump = 1.0 - alpha
-    h = np.where(z > 0.0, np.where(m > 0.0, 0.0, jump), np.where(m > 0.0, -jump, 0.0))
-    return g, h
-
-
-def _right_residual(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(f(z) - z, f'(z) - 1) for z > 0, each to full relative precision (exponentially small).
-
-    gelu: -z Phi(-z), z phi(z) - Phi(-z); silu: -z s(-z), s(-z) (z s(z) - 1);
-    softplus: log1p(e^-z), -s(-z); gelu_tanh: -z q, q (2 z u' p - 1) with
-    p, q = sigmoid(+-2u). (s is the logistic sigmoid.)
-    """
-    zp = np.clip(z, 0.0, 1.0e100)
-    if name == "gelu":
-        lower = ndtr(-zp)
-        pdf = np.exp(-0.5 * zp * zp) * _INV_SQRT_2PI
-        return -zp * lower, zp * pdf - lower
-    if name == "silu":
-        q = expit(-zp)
-        return -zp * q, q * (zp * expit(zp) - 1.0)
-    if name == "softplus":
-        return np.log1p(np.exp(-zp)), -expit(-zp)
-    # gelu_tanh
-    zc = np.clip(zp, 0.0, 1.0e6)
-    u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
-    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
-    p, q = expit(2.0 * u), expit(-2.0 * u)
-    return -zp * q, q * (2.0 * zp * du * p - 1.0)
-
-
 def _taylor(act, m, d) -> tuple[np.ndarray, np.ndarray]:
     """(d int_0^1 (1 - t) f''(m + t d) dt, d int_0^1 f''(m + t d) dt), |d| <= 2 pieces of 2."""
     pieces = 2 if np.any(np.abs(d) > _PIECE) else 1
@@ -252,8 +162,8 @@ def _smooth_pair(act, z, m, d):
     f_z, f_m = act.f(z), act.f(m)
     df_z, df_m = act.df(z), act.df(m)
     right = (z > 0.0) & (m > 0.0)
-    r_z, r1_z = _right_residual(act.name, z)
-    r_m, r1_m = _right_residual(act.name, m)
+    r_z, r1_z = right_residual(act.name, z)
+    r_m, r1_m = right_residual(act.name, m)
     # Subtraction, and the size of what it was formed from.
     g = np.where(right, d + (r_z - r_m), f_z - f_m)
     g_base = np.where(right, np.abs(r_z) + np.abs(r_m), np.abs(f_z) + np.abs(f_m))
@@ -310,21 +220,11 @@ def differences(act, m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
     m = np.ascontiguousarray(m).reshape(-1)
     d = np.ascontiguousarray(d).reshape(-1)
     z = m + d
-    name = act.name
     with np.errstate(invalid="ignore", over="ignore"):
         g_low = np.zeros_like(d)
-        if name == "identity":
-            g, h = d.copy(), np.zeros_like(d)
-        elif name == "relu":
-            g, h = _leaky_pair(z, m, d, 0.0)
-        elif name == "leaky_relu":
-            g, h = _leaky_pair(z, m, d, act.params["alpha"])
-        elif name == "elu":
-            g, h = _elu_pair(z, m, d, act.params["alpha"])
-        elif name == "tanh":
-            g, h = _tanh_pair(z, m, d)
-        elif name == "sigmoid":
-            g, h = _sigmoid_pair(z, m, d)
+        pair = closed_pair(act)
+        if pair is not None:
+            g, h = pair(z, m, d)
         else:
             g, h, g_low = _smooth_pair(act, z, m, d)
     # d = 0 (s = 0) is an exact zero difference whatever the formula's sign conventions;

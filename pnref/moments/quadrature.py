@@ -20,12 +20,19 @@ The rule used here (docs/proxy-moments.md, "Quadrature"), built for c >= 0 and m
 - for gelu_tanh, whose left tail decays like e^(-0.07 |z|^3), two breakpoints around each
   narrow peak of its tail integrands (`_tail_breakpoints`; 4 more pieces);
 - on each piece, ``n`` Gauss-Legendre nodes with the Gaussian weight folded into the
-  weights, phi evaluated with x^2 formed exactly, and Z = m + s x formed to a few ulp;
-- the sums run over cancellation-free differences f(Z) - f(m) and f'(Z) - f'(m), and
-  f'(Z) minus its limit on the side of m (`_sums`).
+  weights; from c - 48/s on, nodes held as offsets u from c (Z = sign(c) s u, phi at the
+  exact node, a kink exactly on an edge: `_rule`), in the bulk as x (phi with x^2 formed
+  exactly, Z = m + s x to a few ulp);
+- the sums run over cancellation-free differences f(Z) - f(m) and f'(Z) - f'(m)
+  (`pnref.moments._differences`, shared with the estimators), and f'(Z) minus its limit
+  on the side of m (`_sums`).
 
-Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 3e-13
-worst relative error of any output at the default n = 32 (tests/test_moments_domain.py).
+Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 5e-14
+worst relative error of any output at the default n = 32 on the 216 rows of
+tests/data/moment_references.csv (tests/test_moments_domain.py), 5e-14 on a 470-point
+stress set (issue 13d). Limit: where an output is odd in m (tanh, sigmoid: the mean, dmean/ds,
+dvar/dm) and |m|/s < 1e-4, it is a sum of O(s) terms cancelling to O(m): relative error
+about 1e-16 s / |m| (1e-12 at m/s = 1e-4); exactly 0 (or f(0)) at m = 0.
 """
 
 from __future__ import annotations
@@ -37,13 +44,19 @@ import numpy as np
 from scipy.special import expit
 
 from pnref.activations import Activation
-from pnref.moments._special import normal_cdf, normal_pdf, ratio_with_residual
+from pnref.moments._differences import (
+    closed_pair,
+    right_slope_offset,
+    sigmoid_pair,
+    softplus_difference,
+)
+from pnref.moments._special import normal_pdf, ratio_with_residual, two_sum
 from pnref.moments._sums import _steps
 
 __all__ = ["DEFAULT_N", "CUT", "nodes", "moments", "moments_with_derivatives"]
 
 DEFAULT_N = 32
-"""Nodes per piece (27 pieces): 3e-13 for every activation over |m|/s <= 40, s in [1e-8, 1e3]."""
+"""Nodes per piece (27 pieces): 5e-14 for every activation over |m|/s <= 40, s in [1e-8, 1e3]."""
 
 CUT = math.sqrt(92.0)
 """Half-width where phi has fallen by e^-46 from its peak."""
@@ -89,6 +102,143 @@ def _normal_pdf(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * hi * hi) * correction * _INV_SQRT_2PI
 
 
+def _edges(m: np.ndarray, s: np.ndarray, extra: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Breakpoints of the rule in the mirrored coordinate y, sorted, and the split point.
+
+    Returns sign, k_hi, k_lo (k_hi + k_lo = |c| to about twice float64's precision), the
+    edges y (shape ``S + (PIECES + E + 1,)``) and graded_end = k - d_G, the first edge of the
+    pieces laid out as offsets from c (`_rule`).
+    """
+    # Beyond |c| = 1e300 the far side carries weight phi(c) = 0 in float64 anyway; the clip
+    # only keeps m/s for a subnormal s (and c^2, via hypot) from overflowing.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratio, residual = ratio_with_residual(m, s)  # m/s = ratio + residual
+        c = np.clip(-ratio, -1e300, 1e300)
+        inv_s = np.minimum(1.0 / s, 1e300)
+    sign = np.where(c < 0.0, -1.0, 1.0)
+    k = np.abs(c)
+    k_lo = np.where(np.abs(c) < 1e300, -sign * residual, 0.0)
+    reach = np.hypot(k, CUT)
+    long_side = k + CUT
+    short_side = reach - k
+    last = GRADES[-1]
+    long_d = [np.minimum(g * inv_s, 0.5 * long_side * (g / last)) for g in GRADES]
+    short_d = [np.minimum(g * inv_s, 0.5 * short_side * (g / last)) for g in GRADES]
+    graded_end = k - long_d[-1]
+    top = np.minimum(graded_end, TILT_REACH * s + CUT)
+    # The uniform pieces in two zones: [-L, P] in 3 and [P, T] in 5, P = min(L, -L + 3/8 (T + L))
+    # (equal pieces while T is small; the Gaussian's bulk in pieces of 6.4 however far T is).
+    split = np.minimum(CUT, -CUT + (top + CUT) * (3.0 / UNIFORM_PIECES))
+    points = [-CUT + (split + CUT) * (i / 3.0) for i in range(3)]
+    rest = UNIFORM_PIECES - 3
+    points += [split + (top - split) * (i / rest) for i in range(rest)]
+    points += [top, graded_end]
+    # From k - d_G on, each edge also as its exact offset from c: -d, 0 (c itself, where
+    # a kink sits exactly), +d, and the short pieces' ends.
+    near_offsets = [-d for d in reversed(long_d[:-1])] + [np.zeros_like(k)] + list(short_d)
+    last_short = short_d[-1]
+    near_offsets += [last_short + (short_side - last_short) * (i / SHORT_PIECES)
+                     for i in range(1, SHORT_PIECES + 1)]
+    points += [k + u for u in near_offsets]
+    extra_points = [np.clip(point, -CUT, reach) for point in extra]
+    points += extra_points
+    offsets = [(point - k) - k_lo for point in points[:len(points) - len(near_offsets)
+                                                     - len(extra_points)]]
+    offsets += near_offsets + [(point - k) - k_lo for point in extra_points]
+    edges = np.stack(np.broadcast_arrays(*points), axis=-1)  # S + (PIECES + E + 1,)
+    edge_offsets = np.stack(np.broadcast_arrays(*offsets), axis=-1)
+    if extra:
+        order = np.argsort(edges, axis=-1, kind="stable")
+        edges = np.take_along_axis(edges, order, axis=-1)
+        edge_offsets = np.take_along_axis(edge_offsets, order, axis=-1)
+    return sign, k, k_lo, edges, edge_offsets, graded_end
+
+
+def _rule(
+    m: np.ndarray, s: np.ndarray, n: int, extra: tuple[np.ndarray, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Nodes x, weights w, steps d = s x and points Z = m + s x of the rule (see `nodes`).
+
+    Equations
+    ---------
+    A node at distance u from the split point c (mirrored coordinate y = k + u, k = |c|)
+    is held as the offset u: on the pieces at or beyond y = k - d_G the edges are
+    u = (y - k_hi) - k_lo (k = k_hi + k_lo to twice float64's precision, from the
+    residual of m / s), the nodes u_j = (u_a + u_b) / 2 + (u_b - u_a) / 2 t_j, and, with
+    k_hi + u_j = y_hi + y_lo exactly (two-sum) and y_lo += k_lo,
+
+    .. math::
+
+        Z_j = \operatorname{sign}(c)\, s\, u_j, \qquad
+        w_j = \tfrac{|u_b - u_a|}{2}\, \omega_j\, \varphi(y_{hi})\,
+              e^{-y_{lo} (y_{hi} + y_{lo} / 2)}, \qquad
+        x_j = \operatorname{sign}(c)\, y_{hi},
+
+    since m + s c = 0 exactly: Z_j carries one rounding, and phi is taken at the node itself,
+    not at its rounding to float64 (whose error eps |c| moves a steep integrand: GELU at
+    m/s = -30, s = 30 varies by e^(30) per unit of x, and its mean is a 90-fold
+    cancellation of the parts z < 0 and z > 0). The bulk pieces below k - d_G keep their
+    nodes as plain x (an offset from a distant c would be coarser), with phi(x) formed
+    exactly and Z by `_steps`.
+    """
+    t, omega = _legendre(n)
+    sign, k_hi, k_lo, edges, offsets, graded_end = _edges(m, s, extra)
+    pieces = edges.shape[-1] - 1
+
+    def bulk(lower, upper, sign, m, s):
+        half = 0.5 * (upper - lower)
+        y = 0.5 * (upper + lower) + half * t
+        x = sign * y
+        d, z = _steps(m, s, x)
+        return x, np.abs(half) * omega * _normal_pdf(y), d, z
+
+    def near_c(lower, upper, k_hi, k_lo, sign, s):
+        half = 0.5 * (upper - lower)
+        u = 0.5 * (upper + lower) + half * t
+        y_hi, y_lo = two_sum(k_hi, u)
+        y_lo = y_lo + k_lo
+        # phi(y_hi + y_lo) = phi(y_hi) e^(-t), t = y_lo (y_hi + y_lo / 2): where phi(y_hi) > 0,
+        # |y_hi| < 40 and k < 90 (the graded points reach at most halfway to c), so
+        # |y_lo| < 2e-14, |t| < 1e-12 and e^(-t) = 1 - t to 1e-24. (The clips keep t finite
+        # where phi is 0: at |c| = 1e300 the two-sum's error y_lo reaches 1e283.)
+        y_lo_c = np.clip(y_lo, -1e-10, 1e-10)
+        correction = 1.0 - y_lo_c * (np.clip(y_hi, -40.0, 40.0) + 0.5 * y_lo_c)
+        x = sign * y_hi
+        return (x, half * omega * _normal_pdf(y_hi) * correction,
+                sign * (s * y_hi + s * y_lo), sign * s * u)
+
+    if not extra:
+        # Without tail breakpoints the first UNIFORM_PIECES + 1 pieces are the bulk.
+        split = UNIFORM_PIECES + 1
+        channel = [v[..., None, None] for v in (sign, k_hi, k_lo, m, s)]
+        sign_c, k_hi_c, k_lo_c, m_c, s_c = channel
+        far = bulk(edges[..., :split, None], edges[..., 1:split + 1, None], sign_c, m_c, s_c)
+        close = near_c(offsets[..., split:-1, None], offsets[..., split + 1:, None],
+                       k_hi_c, k_lo_c, sign_c, s_c)
+        parts = [np.concatenate([a, b], axis=-2) for a, b in zip(far, close, strict=True)]
+    else:
+        near = edges[..., :-1] >= graded_end[..., None]  # S + (P,): pieces from k - d_G on
+        far_mask = ~near
+
+        def per_piece(value: np.ndarray, where: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(value[..., None], near.shape)[where][:, None]
+
+        parts = [np.empty(near.shape + (n,)) for _ in range(4)]
+        lower, upper = edges[..., :-1], edges[..., 1:]
+        for part, value in zip(parts, bulk(lower[far_mask][:, None], upper[far_mask][:, None],
+                                           per_piece(sign, far_mask), per_piece(m, far_mask),
+                                           per_piece(s, far_mask)), strict=True):
+            part[far_mask] = value
+        lower, upper = offsets[..., :-1], offsets[..., 1:]
+        for part, value in zip(parts, near_c(lower[near][:, None], upper[near][:, None],
+                                             per_piece(k_hi, near), per_piece(k_lo, near),
+                                             per_piece(sign, near), per_piece(s, near)),
+                               strict=True):
+            part[near] = value
+    shape = parts[0].shape[:-2] + (pieces * n,)
+    return tuple(part.reshape(shape) for part in parts)
+
+
 def nodes(
     m: np.ndarray, s: np.ndarray, n: int, extra: tuple[np.ndarray, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -130,43 +280,11 @@ def nodes(
     points resolve the transition down to e^-48 of its size, the uniform pieces cover every
     tilted centre below c together with the Gaussian's bulk, and the piece [T, k - d_G] holds
     less than e^-46 of the mass. Cut-offs: phi falls by e^-46 beyond L (and beyond R past c).
+    From k - d_G on, the nodes are formed as offsets from c and phi is taken at the exact
+    node (`_rule`); the x returned there is that node rounded to float64.
     """
-    t, omega = _legendre(n)
-    # Beyond |c| = 1e300 the far side carries weight phi(c) = 0 in float64 anyway; the clip
-    # only keeps m/s for a subnormal s (and c^2, via hypot) from overflowing.
-    with np.errstate(over="ignore", divide="ignore"):
-        c = np.clip(-m / s, -1e300, 1e300)
-        inv_s = np.minimum(1.0 / s, 1e300)
-    sign = np.where(c < 0.0, -1.0, 1.0)
-    k = np.abs(c)
-    reach = np.hypot(k, CUT)
-    long_side = k + CUT
-    short_side = reach - k
-    last = GRADES[-1]
-    long_d = [np.minimum(g * inv_s, 0.5 * long_side * (g / last)) for g in GRADES]
-    short_d = [np.minimum(g * inv_s, 0.5 * short_side * (g / last)) for g in GRADES]
-    graded_end = k - long_d[-1]
-    top = np.minimum(graded_end, TILT_REACH * s + CUT)
-    # The uniform pieces in two zones: [-L, P] in 3 and [P, T] in 5, P = min(L, -L + 3/8 (T + L))
-    # (equal pieces while T is small; the Gaussian's bulk in pieces of 6.4 however far T is).
-    split = np.minimum(CUT, -CUT + (top + CUT) * (3.0 / UNIFORM_PIECES))
-    points = [-CUT + (split + CUT) * (i / 3.0) for i in range(3)]
-    rest = UNIFORM_PIECES - 3
-    points += [split + (top - split) * (i / rest) for i in range(rest)]
-    points += [top, graded_end, *(k - d for d in reversed(long_d[:-1])), k]
-    points += [k + d for d in short_d]
-    rest = points[-1]
-    points += [rest + (reach - rest) * (i / SHORT_PIECES) for i in range(1, SHORT_PIECES + 1)]
-    points += [np.clip(point, -CUT, reach) for point in extra]
-    edges = np.stack(np.broadcast_arrays(*points), axis=-1)  # S + (PIECES + E + 1,)
-    if extra:
-        edges = np.sort(edges, axis=-1)
-    half = 0.5 * (edges[..., 1:] - edges[..., :-1])
-    mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    x = sign[..., None, None] * (mid[..., None] + half[..., None] * t)
-    w = np.abs(half)[..., None] * omega * _normal_pdf(x)
-    shape = x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
-    return x.reshape(shape), w.reshape(shape)
+    x, w, _, _ = _rule(np.asarray(m, np.float64), np.asarray(s, np.float64), n, extra)
+    return x, w
 
 
 TAIL_TILTS = (1.0, 2.0)
@@ -230,94 +348,6 @@ def _tail_breakpoints(act, m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ..
     return tuple(points)
 
 
-def _sigmoid_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """sigmoid(z) - sigmoid(m), z = m + d, without cancellation.
-
-    For d >= 0: sigmoid(z) - sigmoid(m) = -sigmoid(z) sigmoid(-m) expm1(-d) (nothing
-    overflows); for d < 0 the same with the roles of the two points swapped.
-    """
-    upper = np.where(d >= 0.0, z, m)
-    lower = np.where(d >= 0.0, m, z)
-    gap = -expit(upper) * expit(-lower) * np.expm1(-np.abs(d))
-    return np.where(d >= 0.0, gap, -gap)
-
-
-def _tanh_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """tanh(z) - tanh m = 2 (sigmoid(2 z) - sigmoid(2 m))."""
-    return 2.0 * _sigmoid_difference(2.0 * m, 2.0 * d, 2.0 * z)
-
-
-def _softplus_difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """softplus(z) - softplus(m) = +-log1p(sigmoid(lower) expm1(|d|)), lower = min(z, m).
-
-    (1 + e^upper) / (1 + e^lower) = 1 + sigmoid(lower) (e^|d| - 1); beyond |d| = 700 (where
-    expm1 would overflow) the two values are far apart and plain subtraction is exact enough.
-    """
-    lower = np.minimum(z, m)
-    gap = np.log1p(expit(lower) * np.expm1(np.minimum(np.abs(d), 700.0)))
-    near = np.where(d >= 0.0, gap, -gap)
-    far = _softplus(z) - _softplus(m)
-    return np.where(np.abs(d) <= 700.0, near, far)
-
-
-def _softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
-
-
-def _piecewise_linear_difference(act):
-    """f(z) - f(m) for identity, relu, leaky_relu: slope * d on one side of 0."""
-
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        same_side = (z > 0.0) == (m > 0.0)
-        return np.where(same_side, act.df(m) * d, act.f(z) - act.f(m))
-
-    return difference
-
-
-def _elu_difference(act):
-    """elu(z) - elu(m): d when both are > 0, alpha e^m expm1(d) when both are <= 0."""
-    alpha = act.params["alpha"]
-
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        # alpha (e^z - e^m) for z, m <= 0, factored at the larger of the two so that no
-        # exponential overflows: e^z (1 - e^-d) for d >= 0, e^m (e^d - 1) for d < 0.
-        decay = np.expm1(-np.abs(d))
-        both_negative = alpha * decay * np.where(
-            d >= 0.0, -np.exp(np.minimum(z, 0.0)), np.exp(np.minimum(m, 0.0))
-        )
-        mixed = act.f(z) - act.f(m)  # opposite signs: the two terms add, no cancellation
-        return np.where(
-            (z > 0.0) & (m > 0.0), d, np.where((z <= 0.0) & (m <= 0.0), both_negative, mixed)
-        )
-
-    return difference
-
-
-def _subtraction(act):
-    def difference(m: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return act.f(z) - act.f(m)
-
-    return difference
-
-
-def _difference_for(act):
-    """A cancellation-free f(z) - f(m) (arguments m, d = z - m, z) where one is known.
-
-    With it the variance of a nearly constant f (tanh, sigmoid or ELU far from 0, any
-    piecewise-linear f at s << |m|) is not limited by the rounding of f(m + s x): the
-    two-pass floor eps |f(m)| / (s |f'(m)|) disappears (docs/proxy-moments.md). For gelu,
-    gelu_tanh and silu the subtraction is returned (and `_integral_difference` replaces it
-    for small |d|).
-    """
-    if act.name in ("identity", "relu", "leaky_relu"):
-        return _piecewise_linear_difference(act)
-    if act.name == "elu":
-        return _elu_difference(act)
-    named = {"tanh": _tanh_difference, "sigmoid": _sigmoid_difference,
-             "softplus": _softplus_difference}
-    return named.get(act.name, _subtraction(act))
-
-
 _SHORT_STEP = 0.1  # |d| below which differences are integrals of the next derivative
 _SHORT_NODES, _SHORT_WEIGHTS = np.polynomial.legendre.leggauss(6)
 
@@ -336,6 +366,19 @@ def _integral_difference(g, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     return half * total
 
 
+def _taylor_rest(g, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """d^2 int_0^1 (1 - t) g(m + t d) dt by 6-node Gauss-Legendre on [0, 1].
+
+    With g = f''' this is the Taylor remainder f'(m + d) - f'(m) - f''(m) d, without its
+    cancellation; |d| <= 0.1 and g analytic near the real axis as in `_integral_difference`.
+    """
+    total = np.zeros(np.broadcast(m, d).shape)
+    for node, weight in zip(_SHORT_NODES, _SHORT_WEIGHTS, strict=True):
+        t = 0.5 * (1.0 + node)
+        total = total + (0.5 * weight) * (1.0 - t) * g(m + t * d)
+    return d * d * total
+
+
 # Roots r of f' (the minima of gelu, silu, gelu_tanh) as double-doubles: mpmath findroot at
 # 40 digits gives -0.75179152469356445745790494677952404, -1.2784645427610737951093587390229802
 # and -0.75246142207101625848795444328891609; (hi, lo) = (float rounding, remainder).
@@ -344,6 +387,45 @@ _DERIVATIVE_ROOTS = {
     "silu": (-1.2784645427610737, -1.0946994183093437e-16),
     "gelu_tanh": (-0.7524614220710163, 3.635560509207687e-17),
 }
+def _gelu_d3f(z: np.ndarray) -> np.ndarray:
+    """GELU's third derivative phi(z) z (z^2 - 4) (the derivative of f'' = phi (2 - z^2))."""
+    zc = np.clip(z, -40.0, 40.0)
+    return normal_pdf(zc) * zc * (zc * zc - 4.0)
+
+
+def _silu_d3f(z: np.ndarray) -> np.ndarray:
+    """SiLU's third derivative p q (z (t^2 - 2 p q) - 3 t), p, q = sigmoid(+-z), t = tanh(z/2).
+
+    From f'' = p q (2 - z t), (p q)' = -p q t and t' = 2 p q.
+    """
+    zc = np.clip(z, -750.0, 750.0)
+    pq = expit(zc) * expit(-zc)
+    t = np.tanh(0.5 * zc)
+    return pq * (zc * (t * t - 2.0 * pq) - 3.0 * t)
+
+
+def _gelu_tanh_d3f(z: np.ndarray) -> np.ndarray:
+    """tanh-GELU's third derivative 3 g'' + z g''', g = sigmoid(2u) (f = z g).
+
+    With r = sigmoid(2u) sigmoid(-2u) and T = tanh u: g'' = 2 r (u'' - 2 u'^2 T); since
+    r' = -2 u' r T and T' = 4 u' r,
+    g''' = 2 r (u''' - 4 u' u'' T - 8 u'^3 r - 2 u' T (u'' - 2 u'^2 T)).
+    """
+    zc = np.clip(z, -1.0e3, 1.0e3)
+    u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
+    d2u = _SQRT_2_OVER_PI * 6.0 * _GELU_TANH_CUBIC * zc
+    d3u = _SQRT_2_OVER_PI * 6.0 * _GELU_TANH_CUBIC
+    r = expit(2.0 * u) * expit(-2.0 * u)
+    tanh_u = np.tanh(u)
+    inner = d2u - 2.0 * du * du * tanh_u
+    d_inner = d3u - 4.0 * du * d2u * tanh_u - 8.0 * du**3 * r
+    return 3.0 * (2.0 * r * inner) + zc * (2.0 * r * (d_inner - 2.0 * du * tanh_u * inner))
+
+
+_THIRD_DERIVATIVES = {"gelu": _gelu_d3f, "silu": _silu_d3f, "gelu_tanh": _gelu_tanh_d3f}
+# f''' of the activations with a critical point (`_DERIVATIVE_ROOTS`), for `_sums`.
+
 _ROOT_REACH = 0.1  # |z - r| below which f' is the integral of f'' from r
 _CRITICAL_S = 0.01  # s below which E f' and Cov(f, f') near r drop their linear part
 
@@ -352,21 +434,28 @@ def _first_derivative(act):
     """f'(m + d) from (m, d), to full relative accuracy also near the root r of f'.
 
     Near r (|z - r| < 0.1), f'(z) = int_r^z f''(t) dt by `_integral_difference`, with
-    z - r = ((m - r_hi) - r_lo) + d formed without rounding m + d first: the textbook forms
+    z - r = ((m - r_hi) - r_lo) + d formed without rounding m + d first where m is close
+    to r (and from the point z, given to a few ulp of itself, where m is far from r and
+    m + d cancels; GELU at m = -900, s = 30: 4e-12 from (m, d)): the textbook forms
     (Phi(z) + z phi(z) for gelu) carry an absolute rounding error of about eps there, a
     relative error eps / |f''(r) (z - r)| that reaches 1e-8 at |z - r| = 1e-8, and so does
     the rounding of z = m + d itself. f'' has no cancellation near r.
     """
     root = _DERIVATIVE_ROOTS.get(act.name)
 
-    def df(m: np.ndarray, d: np.ndarray | float = 0.0) -> np.ndarray:
+    def df(m: np.ndarray, d: np.ndarray | float = 0.0, z: np.ndarray | None = None) -> np.ndarray:
         m = np.asarray(m, dtype=np.float64)
-        z = m + d
+        if z is None:
+            z = m + d
         out = np.array(act.df(z), dtype=np.float64)
         if root is None:
             return out
         root_hi, root_lo = root
-        offset = ((m - root_hi) - root_lo) + d  # m - r_hi is exact near r (Sterbenz)
+        # m - r_hi and z - r_hi are exact near r (Sterbenz); from (m, d) the error is
+        # eps |m - r|, from the accurate z it is a few ulp of z: take the smaller.
+        from_steps = ((m - root_hi) - root_lo) + d
+        from_point = (z - root_hi) - root_lo
+        offset = np.where(np.abs(m - root_hi) <= 4.0 * np.abs(z), from_steps, from_point)
         near = np.abs(offset) < _ROOT_REACH
         if np.any(near):
             start = np.full(offset[near].shape, root_hi)
@@ -376,34 +465,12 @@ def _first_derivative(act):
     return df
 
 
-def _right_offset_derivative(act):
-    """f'(z) - 1 written without cancellation for z >> 0 (f' -> 1 as z -> +inf), or None."""
-    name = act.name
-    if name == "softplus":
-        return lambda z: -expit(-z)
-    if name == "silu":
-        return lambda z: expit(-z) * (np.clip(z, -1e100, 1e100) * expit(z) - 1.0)
-    if name == "gelu":
-        def gelu_offset(z):
-            zc = np.clip(z, -1e100, 1e100)
-            return zc * normal_pdf(zc) - normal_cdf(-zc)
-        return gelu_offset
-    if name == "gelu_tanh":
-        def gelu_tanh_offset(z):
-            zc = np.clip(z, -1.0e6, 1.0e6)
-            u = _SQRT_2_OVER_PI * (zc + _GELU_TANH_CUBIC * zc**3)
-            du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_CUBIC * zc * zc)
-            return expit(-2.0 * u) * (2.0 * zc * du * expit(2.0 * u) - 1.0)
-        return gelu_tanh_offset
-    return None
-
-
 def _derivative_offsets(act, df, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
                         right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """D(z) = f'(z) - K', K' and D(m); K' is the limit of f' on the side of m (right: m > 0).
 
     K' is 0, 1 or alpha; where f' -> 1 as z -> +inf the offset is formed without
-    cancellation (`_right_offset_derivative`), so that E[f'(Z) X] = E[D X] keeps its relative
+    cancellation (`right_slope_offset`), so that E[f'(Z) X] = E[D X] keeps its relative
     accuracy when f' is 1 to within rounding over the Gaussian's mass (softplus at m/s = 30).
     """
     left_limit = float(act.df(np.array(-1e300)))
@@ -411,7 +478,7 @@ def _derivative_offsets(act, df, df_z: np.ndarray, z: np.ndarray, m: np.ndarray,
     limit = np.where(right, right_limit, left_limit)
     offset = df_z - limit
     offset_m = df(m) - limit
-    special = _right_offset_derivative(act)
+    special = right_slope_offset(act)
     if special is not None and np.any(right):
         rows = np.flatnonzero(right[:, 0])
         offset[rows] = special(z[rows])
@@ -436,26 +503,30 @@ def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarra
     return mean, var, dmean_dm, dmean_ds, np.zeros_like(m), np.zeros_like(m)
 
 
+_POINT_SYMMETRIC = frozenset({"identity", "tanh", "sigmoid"})
+"""Activations with f(-z) = 2 f(0) - f(z) (see `_moments`)."""
+
 _BLOCK_ELEMENTS = 2_000_000  # channels x nodes per block (16 MB per temporary)
 _STEIN_S = 0.5  # smooth activations: E[f'(Z) X] = s E f''(Z) for s <= this
 
 
-def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
+def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
           derivatives: bool) -> tuple[np.ndarray, ...]:
-    """Mean, variance (and derivatives) from nodes x and weights w, per channel (1-d m, s).
+    """Mean, variance (and derivatives) by the rule of `_rule`, per channel (1-d m, s).
 
     Equations
     ---------
-    With Z_j = m + s x_j formed to a few ulp, Delta_j = f(Z_j) - f(m) (cancellation-free,
-    `_difference_for`, or the integral of f' over [m, Z_j] for |s x_j| <= 0.1 when f is
-    smooth and has no closed difference), D_j = f'(Z_j) - K' (`_derivative_offsets`):
+    With Z_j = m + s x_j from `_rule`, Delta_j = f(Z_j) - f(m) and E_j = f'(Z_j) - f'(m)
+    cancellation-free (`pnref.moments._differences.closed_pair`, softplus's log1p form and
+    sigmoid difference; for gelu, gelu_tanh, silu the integral of f' (of f'' for E_j) over
+    [m, Z_j] where |s x_j| <= 0.1, subtraction elsewhere), D_j = f'(Z_j) - K'
+    (`_derivative_offsets`):
 
         mu = f(m) + sum w Delta,  v = sum w (Delta - sum w Delta)^2,
         dmu/dm = K' + sum w D,
         dmu/ds = s sum w f''(Z_j) + sum_kinks J phi(-m/s)   (s <= 0.5, or kinked f, m <= 0)
                = sum w D_j x_j                              (otherwise),
-        dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),  E_j = f'(Z_j) - f'(m) (the integral
-                of f'' over [m, Z_j] for |s x_j| <= 0.1 on one side of z = 0),
+        dv/dm = 2 sum w (Delta - mean)(E_j - sum w E),
         dv/ds = 2 sum w (Delta - mean)(f'(Z_j) x_j - dmu/ds).
 
     Stein's identity E[f'(Z) X] = s E f''(Z) (plus J phi(c) at a kink with jump J) keeps
@@ -466,21 +537,28 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
     """
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
-    difference = _difference_for(act)
+    pair = closed_pair(act)
     df = _first_derivative(act)
     smooth = not act.kinks and act.name not in ("identity",)
-    integral_for_f = act.name in ("gelu", "gelu_tanh", "silu")
-    block = max(1, _BLOCK_ELEMENTS // x.shape[-1])
+    extra_count = len(_tail_breakpoints(act, m[:1], s[:1]))
+    block = max(1, _BLOCK_ELEMENTS // ((PIECES + extra_count) * n))
     for start in range(0, m.size, block):
         stop = min(start + block, m.size)
-        mb, sb = m[start:stop, None], s[start:stop, None]
-        xb, wb = x[start:stop], w[start:stop]
-        d, z = _steps(mb, sb, xb)
+        m_block, s_block = m[start:stop], s[start:stop]
+        xb, wb, d, z = _rule(m_block, s_block, n, _tail_breakpoints(act, m_block, s_block))
+        mb, sb = m_block[:, None], s_block[:, None]
         f_m = act.f(mb)
-        delta = difference(mb, d, z)
-        short = np.abs(d) <= _SHORT_STEP
         m_nodes = np.broadcast_to(mb, z.shape)
-        if integral_for_f and np.any(short):
+        short = np.abs(d) <= _SHORT_STEP
+        if pair is not None:
+            delta, change = pair(z, m_nodes, d, derivatives)
+        elif act.name == "softplus":
+            delta = softplus_difference(z, m_nodes, d)
+            change = sigmoid_pair(z, m_nodes, d, False)[0] if derivatives else None  # f' = sigmoid
+        else:
+            delta = act.f(z) - f_m  # does not cancel where |d| > 0.1 (the rest below)
+            change = None
+        if pair is None and act.name != "softplus" and np.any(short):
             # int_m^(m+d) f' with f' at m + d (1 + t_j) / 2 from (m, d): accurate near its root
             m_short, half = m_nodes[short], 0.5 * d[short]
             total = np.zeros(half.shape)
@@ -494,7 +572,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
         if not derivatives:
             continue
         right = mb > 0.0
-        df_z = df(mb, d)
+        df_z = df(mb, d, z)
         offset, limit, offset_m = _derivative_offsets(act, df, df_z, z, mb, right)
         outs[2][start:stop] = limit[:, 0] + np.sum(wb * offset, axis=-1)
         use_stein = (sb[:, 0] <= _STEIN_S) | ((not smooth) & (mb[:, 0] <= 0.0))
@@ -510,13 +588,11 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
                 stein = stein + jump * normal_pdf(a) * correction
             dmean_ds[rows] = stein
         outs[3][start:stop] = dmean_ds
-        change = offset - offset_m
-        # f'' may jump at z = 0 even where f' does not (ELU with alpha = 1): the integral is
-        # only used on one side of 0.
-        short_change = short & ((z > 0.0) == (mb > 0.0))
-        if np.any(short_change):
-            change[short_change] = _integral_difference(
-                act.d2f, m_nodes[short_change], d[short_change])
+        if change is None:
+            # gelu, gelu_tanh, silu: f'' is continuous, and short steps take its integral
+            change = offset - offset_m
+            if np.any(short):
+                change[short] = _integral_difference(act.d2f, m_nodes[short], d[short])
         change_mean = np.sum(wb * change, axis=-1)
         outs[4][start:stop] = 2.0 * np.sum(wb * deviation * (change - change_mean[:, None]),
                                            axis=-1)
@@ -525,12 +601,18 @@ def _sums(act, m: np.ndarray, s: np.ndarray, x: np.ndarray, w: np.ndarray,
             # Near a root r of f' at small s, E f' = f'(m) + O(s^2) and Cov(f, f') are sums
             # whose O(s) terms (odd in x) cancel to 1e-8 of their size: take the linear part
             # f''(m) d out of E_j and add back its exact expectation (E X = 0, and
-            # Cov(f, s X) = s^2 E f' by Stein's identity).
+            # Cov(f, s X) = s^2 E f' by Stein's identity). The rest E_j - f''(m) d is
+            # d^2 int_0^1 (1 - t) f'''(m + t d) dt for short steps: formed as a difference,
+            # the rounding of f'' (eps f'' d) is 1e-8 of it at d = 1e-8.
             critical = (np.abs(mb[:, 0] - root[0]) < 0.5) & (sb[:, 0] <= _CRITICAL_S)
             if np.any(critical):
                 rows = np.flatnonzero(critical)
                 curvature = act.d2f(mb[rows])
                 residual = change[rows] - curvature * d[rows]
+                steps = d[rows]
+                near = np.abs(steps) <= _SHORT_STEP
+                m_near = np.broadcast_to(mb[rows], steps.shape)[near]
+                residual[near] = _taylor_rest(_THIRD_DERIVATIVES[act.name], m_near, steps[near])
                 residual_mean = np.sum(wb[rows] * residual, axis=-1)
                 dmean_dm = df(mb[rows, 0]) + residual_mean
                 outs[2][start + rows] = dmean_dm
@@ -556,11 +638,22 @@ def _moments(act, m, s, n, derivatives):
     zero = s == 0.0  # NaN s falls in neither and stays NaN
     if positive.any():
         mp_, sp_ = m[positive], s[positive]
-        x, w = nodes(mp_, sp_, n, _tail_breakpoints(act, mp_, sp_))
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            values = _sums(act, mp_, sp_, x, w, derivatives)
+            values = _sums(act, mp_, sp_, n, derivatives)
         for out, value in zip(outs, values, strict=True):
             out[positive] = value
+        if act.name == "identity":
+            # E Z = m exactly; m + s sum w x leaves s 1e-17 (1e-10 of m at m/s = 1e-6, s = 1e3).
+            outs[0][positive] = mp_
+        if act.name in _POINT_SYMMETRIC:
+            # f(-z) = 2 f(0) - f(z): at m = 0 the law of Z is symmetric, so E f(Z) = f(0),
+            # E[f'(Z) X] = 0 (f' even) and Cov(f, f') = 0 (f - f(0) odd, f' even) exactly;
+            # the sums leave rounding noise (1e-17, or s 1e-16 for the identity's mean).
+            centred = positive & (m == 0.0)
+            outs[0][centred] = float(act.f(np.array(0.0)))
+            if derivatives:
+                outs[3][centred] = 0.0
+                outs[4][centred] = 0.0
     if zero.any():
         for out, value in zip(outs, _zero_width_limits(act, m[zero], derivatives), strict=True):
             out[zero] = value
