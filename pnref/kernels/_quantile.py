@@ -247,11 +247,12 @@ def _pair(code, alpha, m, d, z, f_z, f_m, df_z, df_m, gl_t, gl_w) -> tuple[float
         if z > 0.0:
             if m > 0.0:
                 return d, 0.0, 0.0
-            return (z - alpha * math.expm1(min(m, 0.0)), 1.0 - alpha * math.exp(min(m, 0.0)),
-                    0.0)
+            # f' - 1 = alpha expm1(m) + (alpha - 1) on the left: no cancellation at alpha = 1
+            return (z - alpha * math.expm1(min(m, 0.0)),
+                    -(alpha * math.expm1(min(m, 0.0)) + (alpha - 1.0)), 0.0)
         if m > 0.0:
-            return (alpha * math.expm1(min(z, 0.0)) - m, alpha * math.exp(min(z, 0.0)) - 1.0,
-                    0.0)
+            return (alpha * math.expm1(min(z, 0.0)) - m,
+                    alpha * math.expm1(min(z, 0.0)) + (alpha - 1.0), 0.0)
         both = alpha * _sign(d) * math.exp(min(max(z, m), 0.0)) * -math.expm1(-abs(d))
         return both, both, 0.0
     if code == TANH:
