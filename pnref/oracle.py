@@ -225,6 +225,11 @@ def _integrate(g: MpFunction, points: list, dps: int) -> mp.mpf:
         return mp.quad(lambda x: g(x) / scale, points) * scale
 
 
+#: Activations with f(-z) = 2 f(0) - f(z) (point-symmetric about (0, f(0))): at m = 0
+#: their mean is f(0) and d(mean)/ds and d(var)/dm vanish, exactly.
+_POINT_SYMMETRIC = frozenset({"identity", "tanh", "sigmoid"})
+
+
 def moments(
     name: str,
     m: float,
@@ -301,6 +306,11 @@ def moments(
         c, r, dr = _residual(name, f, df, mm)
         slope = dr(mm)
         mean = c * mm + mean_r
+        symmetric_zero = m == 0.0 and name in _POINT_SYMMETRIC
+        if symmetric_zero:
+            # f(-z) = 2 f(0) - f(z): the odd-in-m outputs are exactly 0 at m = 0 (and the
+            # mean is f(0)); quadrature would return rounding noise of size 10^-work.
+            mean = f(mm)
         if not derivatives:
             return +mean, +var
 
@@ -316,6 +326,8 @@ def moments(
         dmean_ds = expect(lambda x, z: (dr(z) - slope) * x)
         dvar_dm = 2 * expect(lambda x, z: centred(x, z) * (dr(z) - slope))
         dvar_ds = 2 * expect(lambda x, z: centred(x, z) * (c + dr(z)) * x)
+        if symmetric_zero:
+            dmean_ds = dvar_dm = mp.mpf(0)
         return +mean, +var, +dmean_dm, +dmean_ds, +dvar_dm, +dvar_ds
 
 

@@ -310,3 +310,20 @@ def test_estimator_exact_zeros_settle_to_zero():
         want = mp.fsum(d * d for d in deviations) / len(points)
     assert abs(var - want) <= mp.mpf(10) ** -45 * want
     assert dmean_dm > 0 and dvar_ds > 0
+
+
+@pytest.mark.parametrize(("name", "value_at_0"), [("tanh", 0.0), ("sigmoid", 0.5),
+                                                  ("identity", 0.0)])
+def test_point_symmetric_outputs_are_exact_at_m_zero(name, value_at_0):
+    """f(-z) = 2 f(0) - f(z): at m = 0 the mean is f(0), d(mean)/ds = d(var)/dm = 0.
+
+    A quadrature of the odd integrand would leave rounding noise (tanh at s = 1000 gave
+    a mean of 3e-31), which a relative comparison would then hold against an exact 0.
+    """
+    mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds = oracle.moments(
+        name, 0.0, 1000.0, derivatives=True, dps=16)
+    assert mean == value_at_0 and dmean_ds == 0 and dvar_dm == 0
+    assert var > 0 and dmean_dm > 0 and dvar_ds > 0
+    # off m = 0 nothing is forced: the odd outputs take their (small) computed values
+    _, _, _, dmean_ds, dvar_dm, _ = oracle.moments(name, 1e-3, 1.0, derivatives=True, dps=16)
+    assert (dvar_dm != 0) == (name != "identity")
