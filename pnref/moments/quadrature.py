@@ -549,11 +549,16 @@ def _linear_rest(act, delta: np.ndarray, slope: np.ndarray, z: np.ndarray, m: np
     return rest
 
 
-_ODD_REACH = 1.0  # |m| up to which tanh and sigmoid pair Z = m + s x with -m + s x
+_MIRRORED = frozenset({"tanh", "sigmoid"})  # f(-z) = 2 f(0) - f(z), f not linear
+_ODD_REACH = 1.0  # |m| up to which tanh and sigmoid pair Z = m + s x with -m + s x ...
+_ODD_RATIO = 0.01  # ... and |m| / s up to which they do (see `_sums`)
 
 
-def _mirrored_pairs(act, pair, z: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
+def _mirrored_pairs(act, pair, z: np.ndarray, m: np.ndarray,
+                    slopes: bool = True) -> tuple[np.ndarray, ...]:
     """For f(-z) = 2 f(0) - f(z): f(a) - f(b), f'(a) - f'(b) and f(b) - f(0), b = a - 2m.
+
+    With ``slopes=False`` only f(a) - f(b) (the others None).
 
     a = Z = m + s x is the node's point and b = -m + s x its mirror; the differences come
     from `closed_pair` with the step a - b = 2m given exactly, so each carries a small
@@ -561,8 +566,10 @@ def _mirrored_pairs(act, pair, z: np.ndarray, m: np.ndarray) -> tuple[np.ndarray
     """
     step = np.broadcast_to(2.0 * m, z.shape)
     mirror = z - step
-    difference, slope_difference = pair(z, mirror, step, True)
-    if act.name == "tanh":
+    difference, slope_difference = pair(z, mirror, step, slopes)
+    if not slopes:
+        offset = None
+    elif act.name == "tanh":
         offset = np.tanh(mirror)
     else:  # sigmoid(b) - 1/2 = tanh(b / 2) / 2
         offset = 0.5 * np.tanh(0.5 * mirror)
@@ -634,25 +641,30 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
         delta_mean = np.sum(wb * delta, axis=-1)
         deviation = delta - delta_mean[:, None]
         outs[0][start:stop] = f_m[:, 0] + delta_mean
-        narrow = sb[:, 0] <= _LINEAR_S
+        odd_rows = np.zeros(m_block.shape, dtype=bool)
+        if act.name in _MIRRORED:
+            odd_rows = np.abs(mb[:, 0]) <= np.minimum(_ODD_REACH, _ODD_RATIO * sb[:, 0])
+        # At small s, sum w Delta = E f(Z) - f(m) = f''(m) s^2 / 2 + ... is a sum of O(s)
+        # terms f'(m) d that cancel only to their rounding, eps s |f'(m)| (3e-8 of SiLU's
+        # mean at m = 0, s = 1e-8): E d = s E X = 0 exactly, so the mean is f(m) + E R with
+        # R = Delta - f'(m) d, formed without cancellation. Needed only where f(m) does not
+        # dominate that rounding (|f(m)| <= 64 s |f'(m)|; elsewhere it is below eps / 64).
+        slope_m = df(mb)
+        narrow = ((sb[:, 0] <= _LINEAR_S) & ~odd_rows
+                  & (np.abs(f_m[:, 0]) <= 64.0 * sb[:, 0] * np.abs(slope_m[:, 0])))
         if np.any(narrow):
-            # At small s, sum w Delta = E f(Z) - f(m) = O(s^2) (f''(m) s^2 / 2) is a sum of
-            # O(s) terms f'(m) d that cancel only to their rounding (eps s |f'(m)|: 3e-8 of
-            # SiLU's mean at m = 0, s = 1e-8): E d = s E X = 0 exactly, so the mean is
-            # f(m) + E R with R = Delta - f'(m) d, formed without cancellation.
             rows = np.flatnonzero(narrow)
-            rest = _linear_rest(act, delta[rows], df(mb[rows]), z[rows], mb[rows], d[rows])
+            rest = _linear_rest(act, delta[rows], slope_m[rows], z[rows], mb[rows], d[rows])
             outs[0][start + rows] = f_m[rows, 0] + np.sum(wb[rows] * rest, axis=-1)
-        odd = None
-        if act.name in ("tanh", "sigmoid"):
-            odd = np.flatnonzero(np.abs(mb[:, 0]) <= _ODD_REACH)
-        if odd is not None and odd.size:
+        odd = np.flatnonzero(odd_rows)
+        if odd.size:
             # f - f(0) odd and X symmetric: E f(Z) - f(0) = E[f(m + s X) - f(-m + s X)] / 2,
             # a sum of terms of one sign and of size m (f is monotone), where sum w Delta
-            # cancels O(1) terms to O(m): relative error eps / |m| at s = 1 (1e-10 at
-            # m = 1e-6), eps s / |m| at large s. Both points sit within 2 |m| / s <= 2 / s
-            # of the split point c = -m/s, on the rule's finest graded pieces.
-            mirrored = _mirrored_pairs(act, pair, z[odd], mb[odd])
+            # cancels O(max(1, s) |f'|) terms to O(m): relative error eps max(1, s) / |m|
+            # (1e-10 at m = 1e-6, s = 1; 1e-12 at m = 1, s = 1e3). Both points sit within
+            # 2 |m| / s <= 2 / s of the split point c = -m/s, on the rule's finest graded
+            # pieces (the integrand varies on the scale 1/s, analytic within pi / (2 s)).
+            mirrored = _mirrored_pairs(act, pair, z[odd], mb[odd], derivatives)
             outs[0][start + odd] = (float(act.f(np.array(0.0)))
                                     + 0.5 * np.sum(wb[odd] * mirrored[0], axis=-1))
         outs[1][start:stop] = np.sum(wb * deviation * deviation, axis=-1)
@@ -709,21 +721,19 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
                     + curvature[:, 0] * sb[rows, 0] ** 2 * dmean_dm)
         outs[5][start:stop] = 2.0 * np.sum(
             wb * deviation * (df_z * xb - dmean_ds[:, None]), axis=-1)
-        if odd is not None and odd.size:
+        if odd.size:
             # The odd outputs in the same mirrored form, with a = Z, b = a - 2m (f' even):
             # E[f'(Z) X] = E[(f'(a) - f'(b)) X] / 2 (terms of one sign: |f'| falls with |z|),
             # Cov(f, f') = E[(f(a) - f(b)) (f'(a) - E f') + (f(b) - f(0)) (f'(a) - f'(b))] / 2,
             # f'(a) - E f' = (f'(Z) - f'(m)) - E(f'(Z) - f'(m)) without cancellation.
             difference, slope_difference, offset = mirrored
             outs[3][start + odd] = 0.5 * np.sum(wb[odd] * slope_difference * xb[odd], axis=-1)
-            # The covariance's terms are of size |m| at |m| >= s (f(a) - f(b) is O(1), f'(a) -
-            # f'(b) odd in x) and cancel to s^2 f' f'': relative error eps |m| / s, against
-            # eps s / |m| for the direct centred sum; each form where it is the better one.
-            paired = np.abs(mb[odd, 0]) <= sb[odd, 0]
+            # (At |m| >= s these terms would be of size |m| and cancel to s^2 f' f'': relative
+            # error eps |m| / s, against eps s / |m| for the direct centred sum; hence
+            # |m| <= s / 100 for the mirrored form.)
             centred_slope = change[odd] - change_mean[odd, None]
-            covariance = np.sum(
+            outs[4][start + odd] = np.sum(
                 wb[odd] * (difference * centred_slope + offset * slope_difference), axis=-1)
-            outs[4][start + odd[paired]] = covariance[paired]
     return tuple(outs)
 
 
