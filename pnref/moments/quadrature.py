@@ -27,12 +27,15 @@ The rule used here (docs/proxy-moments.md, "Quadrature"), built for c >= 0 and m
   (`pnref.moments._differences`, shared with the estimators), and f'(Z) minus its limit
   on the side of m (`_sums`).
 
-Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 5e-14
-worst relative error of any output at the default n = 32 on the 216 rows of
-tests/data/moment_references.csv (tests/test_moments_domain.py), 5e-14 on a 470-point
-stress set (issue 13d). Limit: where an output is odd in m (tanh, sigmoid: the mean, dmean/ds,
-dvar/dm) and |m|/s < 1e-4, it is a sum of O(s) terms cancelling to O(m): relative error
-about 1e-16 s / |m| (1e-12 at m/s = 1e-4); exactly 0 (or f(0)) at m = 0.
+Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 4.5e-13
+worst relative error of any output at the default n = 32 on the 228 rows of
+tests/data/moment_references.csv (tests/test_moments_domain.py; 5e-14 on the 216 rows
+before issue 13e added the odd outputs at m/s = 1e-6, s = 1e3), 5e-14 on a 470-point
+stress set (issue 13d). At small s the mean sums the Taylor remainders f(Z) - f(m) - f'(m) d
+(E d = 0; `_linear_rest`), so that a mean of order s^2 at a root of f keeps its precision;
+the outputs of tanh and sigmoid that are odd in m (the mean, dmean/ds, dvar/dm) pair each node
+with its mirror -m + s x where |m| <= min(1, s/100) (`_mirrored_pairs`); exactly 0 (or f(0))
+at m = 0 (issue 13e: 4.5e-13 worst at m = 0, +-1e-3 s, +-1e-6 s, s from 1e-8 to 1e3).
 """
 
 from __future__ import annotations
@@ -503,7 +506,8 @@ def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarra
     return mean, var, dmean_dm, dmean_ds, np.zeros_like(m), np.zeros_like(m)
 
 
-_LINEAR_S = 0.01  # s below which the mean sums the Taylor remainders (`_linear_rest`)
+_LINEAR_S = 0.01  # s below which the mean sums the Taylor remainders (`_linear_rest`) ...
+_LINEAR_DOMINANCE = 64.0  # ... where |f(m)| <= this times s |f'(m)|
 _KINKED_AT_ZERO = frozenset({"relu", "leaky_relu", "elu"})  # f' or f'' jumps at z = 0
 
 
@@ -607,6 +611,14 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
     the direct form avoids the cancellation of the odd f'' around c, and for a kinked f with
     m > 0 the cancellation between s E f'' and a negative jump (ELU with alpha > 1): there D
     vanishes on the side of m, and every term of sum w D x has the same sign.
+
+    Two replacements where those sums cancel: at s <= 0.01 with |f(m)| <= 64 s |f'(m)|,
+    mu = f(m) + sum w R with R = Delta - f'(m) d (`_linear_rest`; E d = 0); for tanh and
+    sigmoid at |m| <= min(1, s/100), with b = Z - 2m the mirror of each node's point and
+    df = f(Z) - f(b), df' = f'(Z) - f'(b) (`_mirrored_pairs`):
+
+        mu = f(0) + sum w df / 2,  dmu/ds = sum w df' x / 2,
+        dv/dm = sum w [df (E - sum w E) + (f(b) - f(0)) df'].
     """
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
@@ -651,7 +663,7 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
         # dominate that rounding (|f(m)| <= 64 s |f'(m)|; elsewhere it is below eps / 64).
         slope_m = df(mb)
         narrow = ((sb[:, 0] <= _LINEAR_S) & ~odd_rows
-                  & (np.abs(f_m[:, 0]) <= 64.0 * sb[:, 0] * np.abs(slope_m[:, 0])))
+                  & (np.abs(f_m[:, 0]) <= _LINEAR_DOMINANCE * sb[:, 0] * np.abs(slope_m[:, 0])))
         if np.any(narrow):
             rows = np.flatnonzero(narrow)
             rest = _linear_rest(act, delta[rows], slope_m[rows], z[rows], mb[rows], d[rows])
