@@ -68,7 +68,15 @@ ISSUE_POINTS = (("elu", 1.0, -19.75, 5.0), ("elu", 1.0, -505.9, 13.96),
                 ("elu", 2.0, -16927.445733717865, 700.8354817212039),
                 ("elu", 2.0, 618.9376667894619, 21.817828464913937),
                 ("tanh", None, -15879.871615541912, 459.2440183350312),
-                ("sigmoid", None, -2.911968473233045e-08, 3.2518427768890215e-08))
+                ("sigmoid", None, -2.911968473233045e-08, 3.2518427768890215e-08),
+                # issue 13e: the mean's O(s) terms at a root of f at tiny s (f(0) = 0), and
+                # the odd outputs of tanh and sigmoid at |m| << max(1, s)
+                ("silu", None, 0.0, 1e-8), ("gelu_tanh", None, 0.0, 1e-8),
+                ("elu", 1.0, 0.0, 1e-8), ("gelu", None, 0.0, 1e-8),
+                ("elu", 1.0, 1e-14, 1e-8), ("gelu", None, 1e-14, 1e-8),
+                ("tanh", None, 1e-14, 1e-8), ("tanh", None, 1e-6, 1.0),
+                ("sigmoid", None, -1e-6, 1.0), ("tanh", None, -1e-3, 1e3),
+                ("sigmoid", None, 1e-3, 1e3), ("tanh", None, 1.0, 1e3))
 
 
 def grid(seed: int = 13) -> list[tuple[str, float | None, str, float, float]]:

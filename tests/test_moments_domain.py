@@ -8,7 +8,9 @@ The points named in issue 13 are rows of the table (region "issue"): the ELU poi
 m/s = -4 and near underflow, GELU's d(mean)/dm at its minimum, ReLU's exponentially small
 d(mean)/ds, SiLU and softplus at s = 1e3 and 1e-8; and the holes found by the stress search of
 issue 13d (GELU and tanh-GELU near m = -s^2, where the mean cancels up to 1300-fold; ELU, tanh,
-sigmoid and SiLU at tiny s across z = 0; ELU's kink at c far out).
+sigmoid and SiLU at tiny s across z = 0; ELU's kink at c far out); and those of issue 13e
+(the mean at a root of f at s = 1e-8, second order in s, and the outputs of tanh and sigmoid
+that are odd in m at |m| much smaller than max(1, s)).
 """
 
 from __future__ import annotations

@@ -33,6 +33,14 @@ CASES = [
     ("leaky_relu", 0.2, -40.0, 1.0), ("identity", None, 1e6, 1e-8), ("sigmoid", None, -0.3, 1e-6),
 ]
 
+# Issue 13e: at a root of f with tiny s the estimator's mean is second order in s (ELU
+# alpha = 1 at m = 0, s = 1e-8: 2.5e-17) while each g_i = alpha expm1(z_i) carried a rounding
+# of 1e-24 (5.2e-10 of the mean); the NumPy estimator splits g_i into f'(m) s x_i (exact
+# product, cancelling over the symmetric points) and a remainder (`_elu_split`). The Numba
+# quantile kernel does not do this yet, so these cases are checked on the NumPy path only.
+SPLIT_CASES = [("elu", 1.0, 0.0, 1e-8), ("elu", 1.0, 1e-14, 1e-8), ("elu", 0.5, -1e-11, 1e-8),
+               ("elu", 2.0, 1e-10, 1e-8), ("elu", 1.0, -0.05, 0.04)]
+
 
 def _act(name, alpha):
     return pnref.activation(name) if alpha is None else pnref.activation(name, alpha=alpha)
@@ -44,7 +52,7 @@ def _check(got, reference, label):
         assert error <= BOUND, (label, k, float(value), float(ref), error)
 
 
-@pytest.mark.parametrize(("name", "alpha", "m", "s"), CASES)
+@pytest.mark.parametrize(("name", "alpha", "m", "s"), CASES + SPLIT_CASES)
 def test_quantile_is_the_estimator_in_exact_arithmetic(name, alpha, m, s):
     points = quantile.points(200)
     got = quantile.moments_with_derivatives(_act(name, alpha), np.array([m]), np.array([s]))
@@ -53,7 +61,7 @@ def test_quantile_is_the_estimator_in_exact_arithmetic(name, alpha, m, s):
     _check([g[0] for g in got], reference, (name, m, s))
 
 
-@pytest.mark.parametrize(("name", "alpha", "m", "s"), CASES[:8])
+@pytest.mark.parametrize(("name", "alpha", "m", "s"), CASES[:8] + SPLIT_CASES[:2])
 def test_montecarlo_is_the_estimator_in_exact_arithmetic(name, alpha, m, s):
     # 500 draws: the same code as the default 100000, with a reference that is cheap.
     got = montecarlo.moments_with_derivatives(_act(name, alpha), np.array([m]), np.array([s]),
@@ -101,3 +109,26 @@ def test_fewer_than_two_points_is_an_error_naming_n(method, n):
     for backend in ("numpy", "numba"):
         with pytest.raises(ValueError, match=r"\bn\b"):
             pnref.norm_pn_act(y, gamma, beta, norm="ln", method=method, n=n, backend=backend)
+
+
+@pytest.mark.parametrize(("method", "name", "m"), [("quantile", "tanh", 0.0),
+                                                  ("quantile", "sigmoid", 1.0),
+                                                  ("montecarlo", "sigmoid", 0.0),
+                                                  ("montecarlo", "tanh", 1.0)])
+def test_slope_sums_where_f_prime_fades_over_the_points(method, name, m):
+    # Issue 13e: at s = 1e3 the mean of f'(Z) is 1e-7 of f'(m), and f'(m) + mean(h),
+    # f'(m) x_bar + mean(h x) cancelled to 3.6e-10 (quantile tanh dmean/dm) and 1.0e-11
+    # (Monte Carlo sigmoid dmean/ds) of the result; the sums of f'(z_i) (and f'(z_i) x_i)
+    # are taken there. Only the two slope means are checked: the variance's derivatives keep
+    # a cancellation of their own at these points (tanh dvar/ds 2.7e-11, not addressed).
+    s = 1e3
+    act = pnref.activation(name)
+    if method == "quantile":
+        points = quantile.points(200)
+        got = quantile.moments_with_derivatives(act, np.array([m]), np.array([s]))
+    else:
+        points = montecarlo.draws(500, 3)
+        got = montecarlo.moments_with_derivatives(act, np.array([m]), np.array([s]), n=500,
+                                                  seed=3)
+    reference = oracle.estimator_moments(name, m, s, points)
+    _check([got[2][0], got[3][0]], reference[2:4], (method, name, m))

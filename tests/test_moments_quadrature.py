@@ -255,3 +255,50 @@ def test_finite_where_the_split_point_is_beyond_float_range(name):
     out = quadrature.moments_with_derivatives(act, m, s)
     assert all(np.all(np.isfinite(value)) for value in out)
     assert np.all(out[1] >= 0.0)
+
+
+_VARIANTS = [("identity", {}), ("relu", {}), ("leaky_relu", {}), ("leaky_relu", {"alpha": 0.2}),
+             ("elu", {}), ("elu", {"alpha": 0.2}), ("elu", {"alpha": 2.0}), ("gelu", {}),
+             ("gelu_tanh", {}), ("silu", {}), ("softplus", {}), ("tanh", {}), ("sigmoid", {})]
+
+
+@pytest.mark.parametrize(("name", "params"), _VARIANTS)
+def test_taylor_remainder_mean_matches_the_plain_sum_where_both_hold(monkeypatch, name, params):
+    # The mean f(m) + sum w (Delta - f'(m) d) (`_linear_rest`, same-side Taylor remainders
+    # and the two kink-crossing forms) against f(m) + sum w Delta, at points where the plain
+    # sum is accurate too: |f(m)| >= s |f'(m)| / 10 or f(m) = 0 with terms of one sign (relu,
+    # m < 0), so its rounding, a few eps s |f'(m)| / |f(m)|, stays below 1e-14 (measured
+    # 6e-15 at most: ELU alpha = 2 at m = s/3, s = 0.01, where mpmath puts the plain sum
+    # 5.1e-15 off and the remainder form 9e-16). m = +-s/10, +-s/3 put half the Gaussian's
+    # mass across the kink at 0. The bound 2e-14 is that rounding with a margin of 3; a wrong
+    # remainder (a missing f'(m) d, or a crossing term off by (1 - alpha) d) shifts the mean
+    # by 1e-9 or more of itself at these points.
+    act = pnref.activation(name, **params)
+    s = np.repeat([1e-8, 1e-5, 3e-3, 1e-2], 9)
+    m = np.tile([-2.5, -0.7, 0.3, 1.7, 2.9, 1 / 3, -1 / 3, 0.1, -0.1], 4)
+    m = np.where(np.abs(m) < 0.5, m * s, m)
+    monkeypatch.setattr(quadrature, "_LINEAR_DOMINANCE", np.inf)
+    remainder = quadrature.moments(act, m, s)[0]
+    monkeypatch.setattr(quadrature, "_LINEAR_DOMINANCE", -1.0)
+    plain = quadrature.moments(act, m, s)[0]
+    np.testing.assert_allclose(remainder, plain, rtol=2e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_mirrored_odd_outputs_match_the_direct_sums_where_both_hold(monkeypatch, name):
+    # The mirrored forms (`_mirrored_pairs`: mean, dmean/ds, dvar/dm) against the direct sums
+    # at |m| where both are accurate: the direct sums' error, about 8 eps max(1, s) / |m|
+    # (measured: 8.2e-13 for tanh's mean at m = 1, s = 1e3), and the mirrored covariance's
+    # eps |m| / s are below 3e-14 here (|m| >= 0.1, s <= 10, |m| <= 3 s). The bound 1e-13
+    # leaves a margin of 3; a wrong sign or factor 2 in a mirrored term is an O(1) error.
+    act = pnref.activation(name)
+    s = np.array([0.3, 0.3, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 10.0, 10.0])
+    m = np.array([0.1, -0.3, 0.1, -0.3, 0.9, -0.1, 0.3, -0.9, 1.0, -0.5])
+    monkeypatch.setattr(quadrature, "_ODD_RATIO", np.inf)
+    mirrored = quadrature.moments_with_derivatives(act, m, s)
+    monkeypatch.setattr(quadrature, "_ODD_RATIO", 0.0)
+    direct = quadrature.moments_with_derivatives(act, m, s)
+    for index in (0, 3, 4):  # mean, dmean_ds, dvar_dm: the outputs odd in m
+        np.testing.assert_allclose(mirrored[index], direct[index], rtol=1e-13, atol=0)
+    for index in (1, 2, 5):  # the others do not take the mirrored form
+        np.testing.assert_array_equal(mirrored[index], direct[index])

@@ -27,12 +27,15 @@ The rule used here (docs/proxy-moments.md, "Quadrature"), built for c >= 0 and m
   (`pnref.moments._differences`, shared with the estimators), and f'(Z) minus its limit
   on the side of m (`_sums`).
 
-Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 5e-14
-worst relative error of any output at the default n = 32 on the 216 rows of
-tests/data/moment_references.csv (tests/test_moments_domain.py), 5e-14 on a 470-point
-stress set (issue 13d). Limit: where an output is odd in m (tanh, sigmoid: the mean, dmean/ds,
-dvar/dm) and |m|/s < 1e-4, it is a sum of O(s) terms cancelling to O(m): relative error
-about 1e-16 s / |m| (1e-12 at m/s = 1e-4); exactly 0 (or f(0)) at m = 0.
+Measured against mpmath over |m|/s <= 40, s in [1e-8, 1e3], every activation: 4.5e-13
+worst relative error of any output at the default n = 32 on the 228 rows of
+tests/data/moment_references.csv (tests/test_moments_domain.py; 5e-14 on the 216 rows
+before issue 13e added the odd outputs at m/s = 1e-6, s = 1e3), 5e-14 on a 470-point
+stress set (issue 13d). At small s the mean sums the Taylor remainders f(Z) - f(m) - f'(m) d
+(E d = 0; `_linear_rest`), so that a mean of order s^2 at a root of f keeps its precision;
+the outputs of tanh and sigmoid that are odd in m (the mean, dmean/ds, dvar/dm) pair each node
+with its mirror -m + s x where |m| <= min(1, s/100) (`_mirrored_pairs`); exactly 0 (or f(0))
+at m = 0 (issue 13e: 4.5e-13 worst at m = 0, +-1e-3 s, +-1e-6 s, s from 1e-8 to 1e3).
 """
 
 from __future__ import annotations
@@ -503,6 +506,80 @@ def _zero_width_limits(act, m: np.ndarray, derivatives: bool) -> tuple[np.ndarra
     return mean, var, dmean_dm, dmean_ds, np.zeros_like(m), np.zeros_like(m)
 
 
+_LINEAR_S = 0.01  # s below which the mean sums the Taylor remainders (`_linear_rest`) ...
+_LINEAR_DOMINANCE = 64.0  # ... where |f(m)| <= this times s |f'(m)|
+_KINKED_AT_ZERO = frozenset({"relu", "leaky_relu", "elu"})  # f' or f'' jumps at z = 0
+
+
+def _linear_rest(act, delta: np.ndarray, slope: np.ndarray, z: np.ndarray, m: np.ndarray,
+                 d: np.ndarray) -> np.ndarray:
+    """R = f(Z) - f(m) - f'(m) d, the difference Delta without its linear part.
+
+    Equations
+    ---------
+    Where Z and m lie on the same side of 0 (any Z for a smooth f) and |d| <= 0.1,
+    R = d^2 int_0^1 (1 - t) f''(m + t d) dt (`_taylor_rest` with f''), free of the
+    cancellation of Delta - f'(m) d. Across the kink of relu, leaky_relu and elu (f(z) = z
+    for z > 0, a smooth left branch F with F(0) = 0 for z <= 0), within 0.1 of it:
+
+    * m > 0 >= Z:  R = F(Z) - Z = rest_F(0, Z) + (F'(0) - 1) Z;
+    * m <= 0 < Z:  R = Z (1 - F'(m)) + rest_F(m, -m), 1 - F'(m) = (1 - F'(0)) + int_m^0 F'';
+
+    rest_F(a, h) = F(a + h) - F(a) - F'(a) h by `_taylor_rest` (F'' = `Activation.d2f` on
+    z <= 0): R depends on Z itself, given to a few ulp, and not on the rounding of Z - m
+    (ELU alpha = 1 at m = 1e-14, s = 1e-8: 1.6e-10 of the mean by subtraction). Elsewhere
+    R = Delta - f'(m) d by subtraction (d is not small there). f'(m) is the left derivative
+    at a kink, as `Activation.df`.
+    """
+    rest = delta - slope * d
+    m_b = np.broadcast_to(m, d.shape)
+    taylor = np.abs(d) <= _SHORT_STEP
+    if act.name in _KINKED_AT_ZERO:
+        crossing = (z > 0.0) != (m_b > 0.0)
+        taylor &= ~crossing
+        left_slope_zero = float(act.df(np.array(0.0)))
+        from_right = crossing & (m_b > 0.0) & (np.abs(z) <= _SHORT_STEP)
+        if np.any(from_right):
+            point = z[from_right]
+            rest[from_right] = (_taylor_rest(act.d2f, np.zeros_like(point), point)
+                                + (left_slope_zero - 1.0) * point)
+        from_left = crossing & (m_b <= 0.0) & (np.abs(m_b) <= _SHORT_STEP)
+        if np.any(from_left):
+            point, centre = z[from_left], m_b[from_left]
+            gap = (1.0 - left_slope_zero) + _integral_difference(act.d2f, centre, -centre)
+            rest[from_left] = point * gap + _taylor_rest(act.d2f, centre, -centre)
+    if np.any(taylor):
+        rest[taylor] = _taylor_rest(act.d2f, m_b[taylor], d[taylor])
+    return rest
+
+
+_MIRRORED = frozenset({"tanh", "sigmoid"})  # f(-z) = 2 f(0) - f(z), f not linear
+_ODD_REACH = 1.0  # |m| up to which tanh and sigmoid pair Z = m + s x with -m + s x ...
+_ODD_RATIO = 0.01  # ... and |m| / s up to which they do (see `_sums`)
+
+
+def _mirrored_pairs(act, pair, z: np.ndarray, m: np.ndarray,
+                    slopes: bool = True) -> tuple[np.ndarray, ...]:
+    """For f(-z) = 2 f(0) - f(z): f(a) - f(b), f'(a) - f'(b) and f(b) - f(0), b = a - 2m.
+
+    With ``slopes=False`` only f(a) - f(b) (the others None).
+
+    a = Z = m + s x is the node's point and b = -m + s x its mirror; the differences come
+    from `closed_pair` with the step a - b = 2m given exactly, so each carries a small
+    relative error however small m is (`_sums`, the odd outputs).
+    """
+    step = np.broadcast_to(2.0 * m, z.shape)
+    mirror = z - step
+    difference, slope_difference = pair(z, mirror, step, slopes)
+    if not slopes:
+        offset = None
+    elif act.name == "tanh":
+        offset = np.tanh(mirror)
+    else:  # sigmoid(b) - 1/2 = tanh(b / 2) / 2
+        offset = 0.5 * np.tanh(0.5 * mirror)
+    return difference, slope_difference, offset
+
+
 _POINT_SYMMETRIC = frozenset({"identity", "tanh", "sigmoid"})
 """Activations with f(-z) = 2 f(0) - f(z) (see `_moments`)."""
 
@@ -534,6 +611,14 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
     the direct form avoids the cancellation of the odd f'' around c, and for a kinked f with
     m > 0 the cancellation between s E f'' and a negative jump (ELU with alpha > 1): there D
     vanishes on the side of m, and every term of sum w D x has the same sign.
+
+    Two replacements where those sums cancel: at s <= 0.01 with |f(m)| <= 64 s |f'(m)|,
+    mu = f(m) + sum w R with R = Delta - f'(m) d (`_linear_rest`; E d = 0); for tanh and
+    sigmoid at |m| <= min(1, s/100), with b = Z - 2m the mirror of each node's point and
+    df = f(Z) - f(b), df' = f'(Z) - f'(b) (`_mirrored_pairs`):
+
+        mu = f(0) + sum w df / 2,  dmu/ds = sum w df' x / 2,
+        dv/dm = sum w [df (E - sum w E) + (f(b) - f(0)) df'].
     """
     count = 6 if derivatives else 2
     outs = [np.empty(m.shape) for _ in range(count)]
@@ -568,6 +653,32 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
         delta_mean = np.sum(wb * delta, axis=-1)
         deviation = delta - delta_mean[:, None]
         outs[0][start:stop] = f_m[:, 0] + delta_mean
+        odd_rows = np.zeros(m_block.shape, dtype=bool)
+        if act.name in _MIRRORED:
+            odd_rows = np.abs(mb[:, 0]) <= np.minimum(_ODD_REACH, _ODD_RATIO * sb[:, 0])
+        # At small s, sum w Delta = E f(Z) - f(m) = f''(m) s^2 / 2 + ... is a sum of O(s)
+        # terms f'(m) d that cancel only to their rounding, eps s |f'(m)| (3e-8 of SiLU's
+        # mean at m = 0, s = 1e-8): E d = s E X = 0 exactly, so the mean is f(m) + E R with
+        # R = Delta - f'(m) d, formed without cancellation. Needed only where f(m) does not
+        # dominate that rounding (|f(m)| <= 64 s |f'(m)|; elsewhere it is below eps / 64).
+        slope_m = df(mb)
+        narrow = ((sb[:, 0] <= _LINEAR_S) & ~odd_rows
+                  & (np.abs(f_m[:, 0]) <= _LINEAR_DOMINANCE * sb[:, 0] * np.abs(slope_m[:, 0])))
+        if np.any(narrow):
+            rows = np.flatnonzero(narrow)
+            rest = _linear_rest(act, delta[rows], slope_m[rows], z[rows], mb[rows], d[rows])
+            outs[0][start + rows] = f_m[rows, 0] + np.sum(wb[rows] * rest, axis=-1)
+        odd = np.flatnonzero(odd_rows)
+        if odd.size:
+            # f - f(0) odd and X symmetric: E f(Z) - f(0) = E[f(m + s X) - f(-m + s X)] / 2,
+            # a sum of terms of one sign and of size m (f is monotone), where sum w Delta
+            # cancels O(max(1, s) |f'|) terms to O(m): relative error eps max(1, s) / |m|
+            # (1e-10 at m = 1e-6, s = 1; 1e-12 at m = 1, s = 1e3). Both points sit within
+            # 2 |m| / s <= 2 / s of the split point c = -m/s, on the rule's finest graded
+            # pieces (the integrand varies on the scale 1/s, analytic within pi / (2 s)).
+            mirrored = _mirrored_pairs(act, pair, z[odd], mb[odd], derivatives)
+            outs[0][start + odd] = (float(act.f(np.array(0.0)))
+                                    + 0.5 * np.sum(wb[odd] * mirrored[0], axis=-1))
         outs[1][start:stop] = np.sum(wb * deviation * deviation, axis=-1)
         if not derivatives:
             continue
@@ -622,6 +733,19 @@ def _sums(act, m: np.ndarray, s: np.ndarray, n: int,
                     + curvature[:, 0] * sb[rows, 0] ** 2 * dmean_dm)
         outs[5][start:stop] = 2.0 * np.sum(
             wb * deviation * (df_z * xb - dmean_ds[:, None]), axis=-1)
+        if odd.size:
+            # The odd outputs in the same mirrored form, with a = Z, b = a - 2m (f' even):
+            # E[f'(Z) X] = E[(f'(a) - f'(b)) X] / 2 (terms of one sign: |f'| falls with |z|),
+            # Cov(f, f') = E[(f(a) - f(b)) (f'(a) - E f') + (f(b) - f(0)) (f'(a) - f'(b))] / 2,
+            # f'(a) - E f' = (f'(Z) - f'(m)) - E(f'(Z) - f'(m)) without cancellation.
+            difference, slope_difference, offset = mirrored
+            outs[3][start + odd] = 0.5 * np.sum(wb[odd] * slope_difference * xb[odd], axis=-1)
+            # (At |m| >= s these terms would be of size |m| and cancel to s^2 f' f'': relative
+            # error eps |m| / s, against eps s / |m| for the direct centred sum; hence
+            # |m| <= s / 100 for the mirrored form.)
+            centred_slope = change[odd] - change_mean[odd, None]
+            outs[4][start + odd] = np.sum(
+                wb[odd] * (difference * centred_slope + offset * slope_difference), axis=-1)
     return tuple(outs)
 
 
