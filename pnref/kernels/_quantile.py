@@ -2,13 +2,15 @@ r"""The official quantile estimator of the proxy moments, as a small Numba kerne
 
 The same estimator as `pnref.moments.quantile` (through
 ``pnref.moments._estimator.sample_moments``), with its formulas and order of operations
-except three refinements of issue 13e that the NumPy reference has and this kernel does
+except four refinements of issue 13e that the NumPy reference has and this kernel does
 not yet: the step ``s u_i`` as a double-length two-product, ELU's short steps split into
-an exact linear part and a closed-form remainder, and the slope means (and the variance's
-derivatives) summed from ``f'(z_i)`` where ``f'`` fades over the points. They matter only
-at the edges of the domain (ELU at m = 0, s = 1e-8: 5.2e-10 of the mean; tanh and sigmoid
-at m = 0, s = 1e3: 3.6e-10 of d(mean)/dm, 2.7e-11 of d(var)/ds, against the estimator in
-exact arithmetic); elsewhere the two agree to rounding (`tests/test_kernels.py`). For
+an exact linear part and a closed-form remainder, the slope means (and the variance's
+derivatives) summed from ``f'(z_i)`` where ``f'`` fades over the points, and tanh and
+sigmoid summed pair by pair where 64 |m| < s. They matter only at the edges of the
+domain (ELU at m = 0, s = 1e-8: 5.2e-10 of the mean; tanh and sigmoid at m = 0, s = 1e3:
+3.6e-10 of d(mean)/dm, 2.7e-11 of d(var)/ds; tanh at m = 1e-3, s = 1e3: 5.3e-8 of the
+mean, against the estimator in exact arithmetic); elsewhere the two agree to rounding
+(`tests/test_kernels.py`). For
 each channel, with ``d_i = s u_i`` on the official points ``u_i``,
 
 .. math::
