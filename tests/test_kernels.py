@@ -466,3 +466,27 @@ def test_saving_path_gives_the_same_bits_as_the_public_calls(norm, groups, axis,
                              pnref.norm_pn_act_vjp(dout, x, *params, **kw, backend="numba"),
                              strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("act", "gamma", "beta"), [("tanh", 1e3, 1e-3), ("sigmoid", 1e3, -1.0),
+                                                    ("elu", 1e-8, 0.0), ("tanh", 1e3, 0.0)])
+def test_quantile_edge_channels_take_the_reference_values(act, gamma, beta):
+    """Where the Numba quantile kernel lacks an estimator refinement (issue 13e), the block's
+    set-up hands the channel to the NumPy estimator: the proxy moments are the reference's
+    bit for bit there (tanh at m = 1e-3, s = 1e3: the kernel alone is 5.3e-8 off in the mean).
+    """
+    from pnref.kernels.fused_blocks import _pn_setup
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(2, 4, 3, 3))
+    gammas = np.array([gamma, 1.0, gamma, 0.7])
+    betas = np.array([beta, 0.3, beta, -0.2])
+    zeros = np.zeros(4)
+    _, setup = _pn_setup(x, gammas, betas, zeros, zeros, "gn", 2, 1e-5, act, 0.03,
+                         "quantile", None, 1)
+    mean_ref, var_ref = pnref.proxy_moments(act, gammas, betas, zeros, zeros,
+                                            method="quantile")
+    np.testing.assert_array_equal(setup.proxy_mean[[0, 2]], mean_ref[[0, 2]])
+    # the other channels keep the kernel's values, equal to rounding
+    assert rel_l2(setup.proxy_mean, mean_ref) <= FLOAT64_BOUND
+    assert rel_l2(1.0 / setup.inv_std**2 - 0.03, var_ref) <= FLOAT64_BOUND

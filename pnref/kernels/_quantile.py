@@ -10,7 +10,8 @@ sigmoid summed pair by pair where 64 |m| < s. They matter only at the edges of t
 domain (ELU at m = 0, s = 1e-8: 5.2e-10 of the mean; tanh and sigmoid at m = 0, s = 1e3:
 3.6e-10 of d(mean)/dm, 2.7e-11 of d(var)/ds; tanh at m = 1e-3, s = 1e3: 5.3e-8 of the
 mean, against the estimator in exact arithmetic); elsewhere the two agree to rounding
-(`tests/test_kernels.py`). For
+(`tests/test_kernels.py`). The blocks (`pnref.kernels.fused_blocks._refine_edge_channels`)
+recognise those channels and take the NumPy estimator's values for them. For
 each channel, with ``d_i = s u_i`` on the official points ``u_i``,
 
 .. math::

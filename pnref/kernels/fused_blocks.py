@@ -284,6 +284,40 @@ def _check_cotangent(dout, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- norm -> PN-Act
 
 
+#: Where the Numba quantile kernel lacks a refinement of the NumPy estimator (issue 13e).
+_EDGE_RATIO = 64.0
+_SHORT_STEP = 0.125
+
+
+def _refine_edge_channels(phi: Activation, m: np.ndarray, s: np.ndarray, n: int,
+                          moments: np.ndarray) -> None:
+    """Recompute, with the NumPy estimator, the channels where the kernel is less accurate.
+
+    The kernel has not the four edge refinements of `pnref.moments._estimator` (see
+    `pnref.kernels._quantile`); the channels that need them are recognised cheaply and
+    handed to the reference, so the fast path returns the reference's values there:
+    tanh and sigmoid with 64 |m| < s (scaled by 1/2 for sigmoid), ELU whose steps are all
+    short (s max|u| <= 1/8), and any channel where f' fades over the points
+    (64 |d(mean)/dm| < |f'(m)|). In a training step these are rare; elsewhere the kernel's
+    values stand (they agree with the reference to rounding).
+    """
+    from pnref.moments import quantile
+
+    scale = 0.5 if phi.name == "sigmoid" else 1.0
+    edge = np.zeros(m.shape, dtype=bool)
+    if phi.name in ("tanh", "sigmoid"):
+        edge |= _EDGE_RATIO * np.abs(scale * m) < scale * s
+    if phi.name == "elu":
+        edge |= s * np.max(np.abs(quantile.points(n))) <= _SHORT_STEP
+    with np.errstate(invalid="ignore", over="ignore"):
+        edge |= _EDGE_RATIO * np.abs(moments[2]) < np.abs(phi.df(m))
+    rows = np.flatnonzero(edge & np.isfinite(m) & np.isfinite(s))
+    if rows.size:
+        values = quantile.moments_with_derivatives(phi, m[rows], s[rows], n=n)
+        for k, value in enumerate(values):
+            moments[k, rows] = value
+
+
 @dataclass(frozen=True)
 class _PNSetup:
     """Everything a PN-block call needs once its arguments are validated."""
@@ -332,6 +366,7 @@ def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, a
         moments = np.empty((6, channels))
         points = np.array(quantile_points(QUANTILE_DEFAULT_N if n is None else n))
         quantile_moments(points, m, np.abs(sigma), code, alpha, moments)
+        _refine_edge_channels(phi, m, np.abs(sigma), points.shape[0], moments)
         proxy_mean, proxy_var = moments[0], moments[1]
         quantile = (sigma, moments)
     else:
