@@ -260,8 +260,9 @@ def write_doc(cells: dict, quick: bool, seconds: float | None) -> None:
     lines += [
         "",
         "**Known limits** (beyond this grid: `tests/data/moment_references.csv`",
-        "and the stress search of issue 13d, see [Proxy moments](proxy-moments.md)). Quadrature's error",
-        "is the rounding of its sums times the cancellation between the integrand's parts, and",
+        "and the stress search of issue 13d, see [Proxy moments](proxy-moments.md)).",
+        "Quadrature's error is the rounding of its sums times the cancellation between the",
+        "integrand's parts, and",
         "only where a moment changes sign is that cancellation unbounded: GELU's and",
         "tanh-GELU's mean and its derivatives near m = -s^2 for s >= 10 (990-fold at m/s = -30,",
         "s = 30, error 4e-14; at the sign change itself no float64 method keeps relative",
