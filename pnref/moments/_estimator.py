@@ -379,7 +379,7 @@ def _tanh_symmetric_moments(m: np.ndarray, s: np.ndarray, u: np.ndarray) -> list
     return [mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds]
 
 
-def _symmetric_override(act, m, s, x, outs, derivatives: bool) -> None:
+def _symmetric_override(act, m, s, x, outs) -> None:
     """Replace tanh's and sigmoid's outputs by the pair form where |m| << s (in place).
 
     Only on points symmetric about 0 (the quantile points) with n even, and only where
@@ -398,7 +398,7 @@ def _symmetric_override(act, m, s, x, outs, derivatives: bool) -> None:
     if act.name == "sigmoid":  # mean and var of (1 + T)/2; d/dm = d/dm_t / 2, d/ds likewise
         values = [0.5 + 0.5 * values[0], 0.25 * values[1], 0.25 * values[2], 0.25 * values[3],
                   0.125 * values[4], 0.125 * values[5]]
-    for out, value in zip(outs, values[:len(outs)], strict=False):
+    for out, value in zip(outs, values[:len(outs)], strict=True):  # 2 or 6 outputs
         out.reshape(-1)[rows] = value
 
 
@@ -487,5 +487,5 @@ def sample_moments(act, m: np.ndarray, s: np.ndarray, x: np.ndarray,
             centred_weighted = weighted - (accurate_sum(weighted) / n)[:, None]
             flat[4][start + rows] = 2.0 * accurate_sum(deviation[rows] * centred_slope) / n
             flat[5][start + rows] = 2.0 * accurate_sum(deviation[rows] * centred_weighted) / n
-    _symmetric_override(act, m, s, x, outs, derivatives)
+    _symmetric_override(act, m, s, x, outs)
     return tuple(outs)
