@@ -63,23 +63,33 @@ NORM_EPS = 1e-5
 DRAM_SHAPE = (32, 64, 128, 128)
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    """Median wall-clock seconds of ``repeats`` calls after two warm-up calls; the median
-    process CPU seconds of the same calls go to ``CPU_MEDIANS`` (see `run_case`)."""
-    function()
-    function()
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        function()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - start_cpu)
-    CPU_MEDIANS.append(statistics.median(cpu_times))
-    return statistics.median(times)
+def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int
+                      ) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall-clock and process-CPU seconds of every call, measured in interleaved rounds.
+
+    Each call runs twice first (compilation, caches, page faults of its first arrays);
+    then every round runs each call once, the order rotating by one from round to round.
+    A slow spell of a shared machine then falls on every row alike instead of on whichever
+    row was running, and the per-round ratios (`paired_ratio`) compare calls made seconds
+    apart.
+    """
+    names = list(calls)
+    for name in names:
+        calls[name]()
+        calls[name]()
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
+    for k in range(rounds):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            calls[name]()
+            times[name][0].append(time.perf_counter() - start)
+            times[name][1].append(time.process_time() - start_cpu)
+    return times
 
 
-#: The CPU-time medians of the latest `median_seconds` calls, in call order.
-CPU_MEDIANS: list[float] = []
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of ``numerator / denominator`` (times from the same round)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def make_inputs(shape: tuple[int, ...], seed: int = 0):
@@ -92,9 +102,9 @@ def make_inputs(shape: tuple[int, ...], seed: int = 0):
     return x, dout, params
 
 
-def pnref_timings(x, dout, params, backend: str, repeats: int, *,
-                  saving: bool = False) -> tuple[float, float]:
-    """The public calls; with ``saving``, forward + backward through the saving path."""
+def pnref_calls(x, dout, params, backend: str, *, saving: bool = False):
+    """(forward, forward + backward) calls of pnref; with ``saving``, the backward reads
+    the forward's statistics (the training-step path)."""
     kw = {"norm": "gn", "groups": GROUPS, "activation": "relu", "eps": EPS,
           "method": "quantile", "n": N_POINTS, "norm_eps": NORM_EPS, "backend": backend}
 
@@ -112,8 +122,7 @@ def pnref_timings(x, dout, params, backend: str, repeats: int, *,
         _, saved = norm_pn_act_saving(x, *params, **fast_kw)
         return norm_pn_act_vjp_saved(dout, saved)
 
-    return median_seconds(forward, repeats), median_seconds(
-        forward_backward_saving if saving else forward_backward, repeats)
+    return forward, (forward_backward_saving if saving else forward_backward)
 
 
 def _official_points(dtype) -> np.ndarray:
@@ -124,7 +133,7 @@ def _official_points(dtype) -> np.ndarray:
     return (np.sqrt(2.0) * erfinv(2.0 * (i + 0.5) / N_POINTS - 1.0)).astype(dtype)
 
 
-def torch_timings(x, dout, params, repeats: int, *, compiled: bool) -> tuple[float, float] | str:
+def torch_calls(x, dout, params, *, compiled: bool):
     """Eager PyTorch, or ``torch.compile`` (inductor, CPU) of the same function."""
     try:
         import torch
@@ -167,10 +176,10 @@ def torch_timings(x, dout, params, repeats: int, *, compiled: bool) -> tuple[flo
         out.backward(doutt)
         return x_leaf.grad
 
-    return median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
+    return forward, forward_backward
 
 
-def jax_timings(x, dout, params, repeats: int) -> tuple[float, float] | str:
+def jax_calls(x, dout, params):
     """JAX ``jit`` of the same block (forward; forward and ``jax.vjp`` in one jitted call)."""
     try:
         import jax
@@ -211,18 +220,16 @@ def jax_timings(x, dout, params, repeats: int) -> tuple[float, float] | str:
     def forward_backward():
         return jax.block_until_ready(forward_backward_jit(xj, doutj, *pj))
 
-    return median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
+    return forward, forward_backward
 
 
-def floor_timings(x, repeats: int, *, new_array: bool = False) -> tuple[float, float]:
-    """One copy of x (the forward's floor) and 2.5 of them (forward + backward): into an
-    existing array (``copyto``), or into a new one (``x.copy()``)."""
+def floor_calls(x, *, new_array: bool = False):
+    """One copy of x (the forward's floor; the forward + backward floor is 2.5 of them):
+    into an existing array (``copyto``), or into a new one (``x.copy()``)."""
     if new_array:
-        copy = median_seconds(x.copy, repeats)
-    else:
-        destination = np.empty_like(x)
-        copy = median_seconds(lambda: np.copyto(destination, x), repeats)
-    return copy, 2.5 * copy
+        return x.copy
+    destination = np.empty_like(x)
+    return lambda: np.copyto(destination, x)
 
 
 def load_average() -> str:
@@ -232,60 +239,83 @@ def load_average() -> str:
         return "n/a"
 
 
-def run_case(shape: tuple[int, ...], repeats: int, reference_repeats: int,
+#: Rows compared head to head with the fused kernels (paired per-round ratios).
+PEERS = ("torch eager (CPU)", "torch.compile (inductor)", "jax jit (CPU)")
+FLOORS = ("memory floor (copyto)", "floor, new array (copy)")
+FAST = "numba (fused kernels)"
+
+
+def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
              skip_numpy: bool = False) -> None:
-    """Time every row on one case and print wall-clock and CPU-time tables."""
+    """Time every row on one case, interleaved, and print wall-clock and CPU-time tables."""
     x, dout, params = make_inputs(shape)
-    rows: dict[str, tuple[float, float] | str] = {}
-    cpu_rows: dict[str, tuple[float, float]] = {}
+    skipped: dict[str, str] = {}
+    pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        FAST: pnref_calls(x, dout, params, "numba", saving=True),
+        "numba, public VJP": pnref_calls(x, dout, params, "numba"),
+    }
+    for name, made in (("torch eager (CPU)", torch_calls(x, dout, params, compiled=False)),
+                       ("torch.compile (inductor)", torch_calls(x, dout, params, compiled=True)),
+                       ("jax jit (CPU)", jax_calls(x, dout, params))):
+        if isinstance(made, str):
+            skipped[name] = made
+        else:
+            pairs[name] = made
+    copies = {FLOORS[0]: floor_calls(x), FLOORS[1]: floor_calls(x, new_array=True)}
 
-    def timed(name, timing):
-        rows[name] = timing
-        if not isinstance(timing, str):
-            cpu_rows[name] = (CPU_MEDIANS[-2], CPU_MEDIANS[-1])
+    calls: dict[str, Callable[[], object]] = {}
+    for name, (forward, forward_backward) in pairs.items():
+        calls[name + "|fwd"] = forward
+        calls[name + "|f+b"] = forward_backward
+    calls.update(copies)
+    times = interleaved_times(calls, rounds)
+    if not skip_numpy:  # minutes per call on the large case: a few calls, not interleaved
+        forward, forward_backward = pnref_calls(x, dout, params, "numpy")
+        times.update(interleaved_times({"numpy (reference)|fwd": forward}, reference_repeats))
+        times.update(interleaved_times({"numpy (reference)|f+b": forward_backward},
+                                       reference_repeats))
 
-    timed("numba (fused kernels)", pnref_timings(x, dout, params, "numba", repeats,
-                                                 saving=True))
-    timed("numba, public VJP", pnref_timings(x, dout, params, "numba", repeats))
+    def row(name: str, clock: int) -> tuple[list[float], list[float]]:
+        """(forward, forward + backward) times of a row; a floor's f+b is 2.5 copies."""
+        if name in copies:
+            return times[name][clock], [2.5 * t for t in times[name][clock]]
+        return times[name + "|fwd"][clock], times[name + "|f+b"][clock]
+
+    names = [FAST, "numba, public VJP", "numpy (reference)", *PEERS, *FLOORS]
     if skip_numpy:
-        rows["numpy (reference)"] = "--skip-numpy"
-    else:
-        timed("numpy (reference)", pnref_timings(x, dout, params, "numpy", reference_repeats))
-    timed("torch eager (CPU)", torch_timings(x, dout, params, repeats, compiled=False))
-    timed("torch.compile (inductor)", torch_timings(x, dout, params, repeats, compiled=True))
-    timed("jax jit (CPU)", jax_timings(x, dout, params, repeats))
-    timed("memory floor (copyto)", floor_timings(x, repeats))
-    # floor_timings measured one copy: its fwd+bwd CPU figure is 2.5 copies as well.
-    cpu_rows["memory floor (copyto)"] = (CPU_MEDIANS[-1], 2.5 * CPU_MEDIANS[-1])
-    timed("floor, new array (copy)", floor_timings(x, repeats, new_array=True))
-    cpu_rows["floor, new array (copy)"] = (CPU_MEDIANS[-1], 2.5 * CPU_MEDIANS[-1])
-
+        skipped["numpy (reference)"] = "--skip-numpy"
     print(f"\nx {shape} float32 ({x.nbytes / 2**20:.0f} MiB), GN {GROUPS} groups, ReLU, "
-          f"PN quantile n={N_POINTS}; load average before: {load_average()}")
-    for label, table in (("wall-clock", rows), ("process CPU time", cpu_rows)):
-        fast_fwd, fast_fb = table["numba (fused kernels)"]
+          f"PN quantile n={N_POINTS}; {rounds} interleaved rounds; "
+          f"load average after: {load_average()}")
+    for clock, label in ((0, "wall-clock"), (1, "process CPU time")):
+        fast_fwd, fast_fb = row(FAST, clock)
         print(f"{label:<26}{'forward ms':>12}{'fwd+bwd ms':>12}{'fwd / numba':>13}"
               f"{'f+b / numba':>13}")
-        for name, timing in rows.items():
-            if isinstance(timing, str):
-                print(f"{name:<26}  skipped: {timing}")
+        for name in names:
+            if name in skipped:
+                print(f"{name:<26}  skipped: {skipped[name]}")
                 continue
-            fwd, fb = table[name]
-            print(f"{name:<26}{fwd * 1e3:>12.3f}{fb * 1e3:>12.3f}{fwd / fast_fwd:>13.2f}"
-                  f"{fb / fast_fb:>13.2f}")
-        for floor in ("memory floor (copyto)", "floor, new array (copy)"):
-            floor_fwd, floor_fb = table[floor]
-            print(f"  numba / {floor}: forward {fast_fwd / floor_fwd:.2f}x, "
-                  f"forward + backward {fast_fb / floor_fb:.2f}x")
-        for peer in ("torch eager (CPU)", "torch.compile (inductor)", "jax jit (CPU)"):
-            if peer in table:
-                print(f"  {peer} / numba: forward {table[peer][0] / fast_fwd:.2f}x, "
-                      f"forward + backward {table[peer][1] / fast_fb:.2f}x")
+            fwd, fb = row(name, clock)
+            med_fwd, med_fb = statistics.median(fwd), statistics.median(fb)
+            print(f"{name:<26}{med_fwd * 1e3:>12.3f}{med_fb * 1e3:>12.3f}"
+                  f"{med_fwd / statistics.median(fast_fwd):>13.2f}"
+                  f"{med_fb / statistics.median(fast_fb):>13.2f}")
+        print("  paired ratios (median over rounds of the ratio within a round):")
+        for floor in FLOORS:
+            floor_fwd, floor_fb = row(floor, clock)
+            print(f"  numba / {floor}: forward {paired_ratio(fast_fwd, floor_fwd):.2f}x, "
+                  f"forward + backward {paired_ratio(fast_fb, floor_fb):.2f}x")
+        for peer in PEERS:
+            if peer not in skipped:
+                peer_fwd, peer_fb = row(peer, clock)
+                print(f"  {peer} / numba: forward {paired_ratio(peer_fwd, fast_fwd):.2f}x, "
+                      f"forward + backward {paired_ratio(peer_fb, fast_fb):.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=21, help="timed calls per median")
+    parser.add_argument("--repeats", type=int, default=21,
+                        help="interleaved rounds (timed calls of every row) per median")
     parser.add_argument("--skip-dram", action="store_true",
                         help=f"leave out the DRAM-bound case {DRAM_SHAPE}")
     parser.add_argument("--skip-numpy", action="store_true",

@@ -196,6 +196,72 @@ def test_statistics_accumulate_in_float64_for_float32_data():
     assert rel_l2(out, ref) <= FLOAT32_OUT_BOUND
 
 
+def _exact_group_statistics(values: np.ndarray) -> tuple[float, float]:
+    """Mean and population variance of float64 ``values``, each correctly rounded.
+
+    `math.fsum` rounds a sum of floats exactly; the deviations from the rounded mean are
+    squared in exact rational arithmetic, so the only errors are the final roundings.
+    """
+    from fractions import Fraction
+    from math import fsum
+
+    exact = [Fraction(float(v)) for v in values.ravel()]
+    mean = sum(exact, Fraction(0)) / len(exact)
+    var = sum(((v - mean) ** 2 for v in exact), Fraction(0)) / len(exact)
+    return float(mean), float(var) if var else fsum([0.0])
+
+
+# (name, x of one sample and one group of 4 channels, whether the shift, the mean of the
+# unit's first 64 values, is within one standard deviation of the group mean)
+_SHIFT_CASES = {
+    "offset 1e6, iid": (lambda rng: 1e6 + rng.normal(size=(1, 4, 300)), True),
+    "offset 1e8, spread 1e-3": (lambda rng: 1e8 + 1e-3 * rng.normal(size=(1, 4, 300)), True),
+    "first channel 1e4 above the rest": (
+        lambda rng: rng.normal(size=(1, 4, 300)) + np.array([1e4, 0, 0, 0])[None, :, None],
+        False),
+    # 65536 values: the shift 1000 lies 32 standard deviations from the mean, so the error
+    # bound of a kept shifted pass would grow by (mean - K)^2 / var ~ 1000. The rounding
+    # errors of real data add up like a random walk, far below that bound: measured, the
+    # variance is off by 8.2e-16 without the second pass and 3.5e-16 with it, so this case
+    # checks the second pass's accuracy, not that it is needed.
+    "first 64 values an outlier run": (
+        lambda rng: np.concatenate([np.full(64, 1e3), rng.normal(size=65472)]).reshape(
+            1, 4, 16384), False),
+    "constant group": (lambda rng: np.full((1, 4, 300), 3.25), True),
+}
+
+
+@pytest.mark.parametrize("name", list(_SHIFT_CASES))
+def test_one_pass_statistics_around_a_shift_match_exact_statistics(name):
+    """The kernels' statistics: one pass around a shift, a second pass only when needed.
+
+    The kernel sums ``d = x - K`` and ``d^2`` around ``K``, the mean of the unit's first
+    64 values, and takes ``var = (sum d^2 - (sum d)^2 / n) / n``; its error is that of the
+    two-pass formula times ``1 + (mean - K)^2 / var``, so it keeps the result only when
+    ``(mean - K)^2 <= var`` (at most twice the two-pass error) and otherwise makes the
+    second pass around the mean. Each case below takes the path it names (checked here
+    from the data), and both match the exactly rounded statistics to 1e-14 relative: the
+    two-pass error bound is a few eps times log2(1200) ~ 10 levels of pairwise folding,
+    about 1e-15, with a factor 2 for the shift; 1e-14 leaves room without hiding a
+    one-pass formula (whose error here would be up to 1e16 eps for the 1e8 offset).
+    """
+    from pnref.kernels.fused_blocks import norm_pn_act_saving
+
+    make, shift_accepted = _SHIFT_CASES[name]
+    x = make(np.random.default_rng(21))
+    mean, var = _exact_group_statistics(x)
+    shift = float(np.mean(x.reshape(-1)[:64]))
+    assert ((mean - shift) ** 2 <= var) == shift_accepted  # the case takes its path
+    gamma, beta = np.ones(4), np.zeros(4)
+    norm_eps = 1e-5
+    _, saved = norm_pn_act_saving(x, gamma, beta, norm="gn", groups=1, norm_eps=norm_eps)
+    kernel_mean, kernel_rstd = saved.statistics[0][0, 0], saved.statistics[1][0, 0]
+    exact_rstd = 1.0 / np.sqrt(var + norm_eps)
+    scale = max(abs(mean), np.sqrt(var))  # the mean's error is relative to the spread too
+    assert abs(kernel_mean - mean) <= 1e-14 * scale
+    assert abs(kernel_rstd - exact_rstd) <= 1e-14 * exact_rstd
+
+
 def test_mixed_dtypes_follow_the_widest_argument():
     """float32 x with float64 parameters: computed from float64 data, returned in float64."""
     rng = np.random.default_rng(4)

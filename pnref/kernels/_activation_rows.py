@@ -275,46 +275,49 @@ def _forward_element(out, i, a, mu, rho):
 
 
 @njit(**_JIT)
-def forward_row(code, alpha, row, out, length, m, r, g, b, mu, rho) -> None:
+def forward_row(code, alpha, row, out, length, m, gr, b, mu, rho) -> None:
     """One channels-first row of the forward, in one loop.
+
+    ``gr`` is the product ``g r`` of the channel's scale and inverse standard deviation
+    (one multiplication per element fewer than ``g ((row_i - m) r)``).
 
     Equations
     ---------
-    ``out_i = (f(g (row_i - m) r + b) - mu) rho`` for ``i < length``.
+    ``out_i = (f((row_i - m) gr + b) - mu) rho`` for ``i < length``.
     """
     if code == IDENTITY:
         for i in range(length):
-            _forward_element(out, i, _pair_identity(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_identity((row[i] - m) * gr + b, alpha)[0], mu, rho)
     elif code == RELU:
         for i in range(length):
-            _forward_element(out, i, _pair_relu(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_relu((row[i] - m) * gr + b, alpha)[0], mu, rho)
     elif code == LEAKY_RELU:
         for i in range(length):
-            _forward_element(out, i, _pair_leaky_relu(g * ((row[i] - m) * r) + b, alpha)[0], mu,
+            _forward_element(out, i, _pair_leaky_relu((row[i] - m) * gr + b, alpha)[0], mu,
                              rho)
     elif code == ELU:
         for i in range(length):
-            _forward_element(out, i, _pair_elu(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_elu((row[i] - m) * gr + b, alpha)[0], mu, rho)
     elif code == GELU:
         for i in range(length):
-            _forward_element(out, i, _pair_gelu(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_gelu((row[i] - m) * gr + b, alpha)[0], mu, rho)
     elif code == GELU_TANH:
         for i in range(length):
-            _forward_element(out, i, _pair_gelu_tanh(g * ((row[i] - m) * r) + b, alpha)[0], mu,
+            _forward_element(out, i, _pair_gelu_tanh((row[i] - m) * gr + b, alpha)[0], mu,
                              rho)
     elif code == SILU:
         for i in range(length):
-            _forward_element(out, i, _pair_silu(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_silu((row[i] - m) * gr + b, alpha)[0], mu, rho)
     elif code == SOFTPLUS:
         for i in range(length):
-            _forward_element(out, i, _pair_softplus(g * ((row[i] - m) * r) + b, alpha)[0], mu,
+            _forward_element(out, i, _pair_softplus((row[i] - m) * gr + b, alpha)[0], mu,
                              rho)
     elif code == TANH:
         for i in range(length):
-            _forward_element(out, i, _pair_tanh(g * ((row[i] - m) * r) + b, alpha)[0], mu, rho)
+            _forward_element(out, i, _pair_tanh((row[i] - m) * gr + b, alpha)[0], mu, rho)
     else:  # SIGMOID
         for i in range(length):
-            _forward_element(out, i, _pair_sigmoid(g * ((row[i] - m) * r) + b, alpha)[0], mu,
+            _forward_element(out, i, _pair_sigmoid((row[i] - m) * gr + b, alpha)[0], mu,
                              rho)
 
 
@@ -324,140 +327,142 @@ LANES = 16
 
 
 @njit(**_INLINE)
-def _lane_element(k, i, xhat, pair, d, g, mu, rho, scaled_t, s_dout, s_centered, s_t, s_tx):
+def _lane_element(k, i, deviation, pair, d, grho, mu, scaled_t, s_dout, s_centered, s_t,
+                  s_tx):
     a, da = pair
-    t = d * rho * da
-    scaled_t[i] = g * t
+    t = d * da
+    scaled_t[i] = grho * t
     s_dout[k] += d
     s_centered[k] += d * (a - mu)
     s_t[k] += t
-    s_tx[k] += t * xhat
+    s_tx[k] += t * deviation
 
 
 @njit(**_JIT)
-def backward_row(code, alpha, row, drow, length, m, r, g, b, mu, rho, scaled_t, s_dout,
+def backward_row(code, alpha, row, drow, length, m, gr, b, mu, grho, scaled_t, s_dout,
                  s_centered, s_t, s_tx) -> None:
     """Per-element backward terms of one channels-first row, summed into lanes, in float64.
 
-    With ``xhat = (row - m) r``, ``a, a' = f, f'(g xhat + b)``, ``t = drow rho a'``: writes
-    ``scaled_t = g t`` and adds element ``i`` of ``drow``, ``drow (a - mu)``, ``t`` and
-    ``t xhat`` to lane ``i mod LANES`` of ``s_dout``, ``s_centered``, ``s_t``, ``s_tx``
-    (float64 arrays of length LANES, which the caller zeroes and finally folds in a fixed
-    order). Elements go to their lanes in increasing ``i``: the sums do not depend on
-    anything but the data.
+    With the deviation ``e = row - m``, ``a, a' = f, f'(e gr + b)`` (``gr = g r``) and
+    ``t = drow a'``: writes ``scaled_t = grho t`` (``grho = g rho``) and adds element ``i``
+    of ``drow``, ``drow (a - mu)``, ``t`` and ``t e`` to lane ``i mod LANES`` of
+    ``s_dout``, ``s_centered``, ``s_t``, ``s_tx`` (float64 arrays of length LANES, which
+    the caller zeroes and finally folds in a fixed order). The channel constants ``rho``
+    and ``rho r`` are left out of the sums (the caller multiplies them in once). Elements
+    go to their lanes in increasing ``i``: the sums do not depend on anything but the data.
 
     Equations
     ---------
-    ``t_i = drow_i rho f'(g xhat_i + b)``, ``xhat_i = (row_i - m) r``.
+    ``t_i = drow_i f'(e_i gr + b)``, ``e_i = row_i - m``.
     """
     body = length - length % LANES
     if code == IDENTITY:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_identity(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_identity(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_identity(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_identity(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == RELU:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_relu(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_relu(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_relu(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_relu(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == LEAKY_RELU:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_leaky_relu(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_leaky_relu(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_leaky_relu(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_leaky_relu(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == ELU:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_elu(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_elu(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_elu(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_elu(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == GELU:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_gelu(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_gelu(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_gelu(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_gelu(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == GELU_TANH:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_gelu_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_gelu_tanh(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_gelu_tanh(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_gelu_tanh(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == SILU:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_silu(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_silu(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_silu(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_silu(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == SOFTPLUS:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_softplus(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_softplus(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_softplus(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_softplus(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     elif code == TANH:
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_tanh(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_tanh(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_tanh(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_tanh(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)
     else:  # SIGMOID
         for start in range(0, body, LANES):
             for k in range(LANES):
                 i = start + k
-                xh = (row[i] - m) * r
-                _lane_element(k, i, xh, _pair_sigmoid(g * xh + b, alpha), drow[i], g, mu, rho,
+                e = row[i] - m
+                _lane_element(k, i, e, _pair_sigmoid(e * gr + b, alpha), drow[i], grho, mu,
                               scaled_t, s_dout, s_centered, s_t, s_tx)
         for i in range(body, length):
-            xh = (row[i] - m) * r
-            _lane_element(i - body, i, xh, _pair_sigmoid(g * xh + b, alpha), drow[i], g, mu,
-                          rho, scaled_t, s_dout, s_centered, s_t, s_tx)
+            e = row[i] - m
+            _lane_element(i - body, i, e, _pair_sigmoid(e * gr + b, alpha), drow[i], grho, mu,
+                          scaled_t, s_dout, s_centered, s_t, s_tx)

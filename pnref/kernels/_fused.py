@@ -33,11 +33,18 @@ number of threads. (Threads from Python rather than Numba's ``prange``: a
 Numerics
 --------
 ``fastmath`` is off and ``error_model="numpy"`` (0/0 is NaN, no exception). All
-arithmetic is float64 whatever the data dtype. The statistics are two-pass: the mean
-first, then the corrected sums of squared deviations,
-``var = (sum d^2 - (sum d)^2 / count) / count`` with ``d = x - mean`` (the second term
-removes the error of the rounded mean). A unit is small enough to stay in cache, so
-its second and later passes cost no memory traffic.
+arithmetic is float64 whatever the data dtype. The statistics are those of the corrected
+two-pass algorithm, in one pass when that is provably as accurate: the deviations
+``d = x - K`` from a shift ``K`` (the mean of the unit's first 64 values) are summed with
+their squares, and ``var = (sum d^2 - (sum d)^2 / count) / count``,
+``mean = K + sum d / count``. The formula is exact for any ``K``; its rounding error is
+that of the two-pass algorithm (where ``K`` is the computed mean) times
+``1 + (mean - K)^2 / var``, so the result is kept when ``(mean - K)^2 <= var`` (at most
+twice the two-pass error) and otherwise a second pass sums the deviations from the
+mean just found, as the two-pass algorithm does (also for NaN or inf data, whose mean is
+then the plain sum's). Channels-first units do this; channels-last units make the two
+passes (a per-channel shift would need a pass of its own there). A unit is small enough
+to stay in cache, so a second pass costs no memory traffic.
 
 Equations
 ---------
@@ -198,10 +205,24 @@ def _rescued_rstd(group, mean: float, count: int, norm_eps: float, rstd: float) 
     return 1.0 / (scale * math.sqrt(squares / count + (norm_eps / scale) / scale))
 
 
+#: How many of a unit's first values estimate its shift (`_shift_estimate`).
+SHIFT_SAMPLE = 64
+
+
+@njit(**_JIT)
+def _shift_estimate(row, length: int) -> float:
+    """Mean of the first ``min(length, SHIFT_SAMPLE)`` values of ``row`` (float64)."""
+    count = min(length, SHIFT_SAMPLE)
+    total = 0.0
+    for i in range(count):
+        total += row[i]
+    return total / count
+
+
 @njit(**_JIT)
 def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
                      channel_mean, channel_rstd, scratch_a, scratch_b):
-    """Two-pass mean and inverse std of each statistics group of a unit.
+    """Mean and inverse std of each statistics group of a unit (module docstring).
 
     Writes, for each channel ``j`` of the unit (``c0 + j``), the mean and
     ``1 / sqrt(var + norm_eps)`` of its statistics group; returns the group size.
@@ -216,19 +237,32 @@ def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_
     count = (n1 - n0) * k * positions
 
     if not channels_last:
-        # Pass 1: the mean.
-        scratch_a[:positions] = 0.0
-        for n in range(n0, n1):
-            _accumulate_rows(scratch_a, x3[n, c0:c1], positions)
-        mean = _fold_sum(scratch_a, positions) / count
-        # Pass 2: corrected sum of squared deviations.
+        # One pass around a shift (the mean of the unit's first values); a second pass
+        # around the mean only when the shift is too far from it (module docstring).
+        shift = _shift_estimate(x3[n0, c0], positions)
         scratch_a[:positions] = 0.0
         scratch_b[:positions] = 0.0
         for n in range(n0, n1):
-            _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], mean, positions)
+            _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], shift, positions)
         d_total = _fold_sum(scratch_a, positions)
         q_total = _fold_sum(scratch_b, positions)
+        offset = d_total / count
         var = (q_total - d_total * d_total / count) / count
+        mean = shift + offset
+        if not offset * offset <= var:  # also NaN and inf data
+            if not math.isfinite(mean):  # non-finite data: the plain mean, as NumPy's
+                scratch_a[:positions] = 0.0
+                for n in range(n0, n1):
+                    _accumulate_rows(scratch_a, x3[n, c0:c1], positions)
+                mean = _fold_sum(scratch_a, positions) / count
+            # Pass 2 around the mean: the corrected sum of squared deviations.
+            scratch_a[:positions] = 0.0
+            scratch_b[:positions] = 0.0
+            for n in range(n0, n1):
+                _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], mean, positions)
+            d_total = _fold_sum(scratch_a, positions)
+            q_total = _fold_sum(scratch_b, positions)
+            var = (q_total - d_total * d_total / count) / count
         if var < 0.0:  # only by rounding; NaN passes through
             var = 0.0
         rstd = 1.0 / math.sqrt(var + norm_eps)
@@ -313,7 +347,7 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
 
     Equations
     ---------
-    ``out = (phi(gamma_c (x - m_t) r_t + beta_c) - mu_c) rho_c`` (module docstring).
+    ``out = (phi((x - m_t) (gamma_c r_t) + beta_c) - mu_c) rho_c`` (module docstring).
     """
     _, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
     positions = x3.shape[1] if channels_last else x3.shape[2]
@@ -321,6 +355,7 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
     # Scratch, allocated once for the range of units.
     rows = np.empty((2, row_length))
     pre, activated = rows[0], rows[1]
+    scale = np.empty(unit_channels)  # gamma_c r_t of each channel of a unit
     for unit in range(first_unit, last_unit):
         block, n0, n1, c0, c1 = _unit_bounds(unit, channel_blocks, unit_samples, unit_channels,
                                              channels)
@@ -328,13 +363,14 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
         mean, rstd = unit_mean[block, c0:c1], unit_rstd[block, c0:c1]
         _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
                          mean, rstd, pre, activated)
+        for j in range(width):
+            scale[j] = gamma[c0 + j] * rstd[j]
         # Pass 3: pre-activations into a buffer, activation, proxy normalization.
         if channels_last:
             for n in range(n0, n1):
                 for s in range(positions):
                     for j in range(width):
-                        xhat = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
-                        pre[j] = gamma[c0 + j] * xhat + beta[c0 + j]
+                        pre[j] = (x3[n, s, c0 + j] - mean[j]) * scale[j] + beta[c0 + j]
                     activate_row(pre, activated, width, act_code, act_alpha)
                     for j in range(width):
                         out3[n, s, c0 + j] = (activated[j] - proxy_mean[c0 + j]) \
@@ -343,7 +379,7 @@ def fused_forward(x3, channels_last, unit_samples, unit_channels, channels_per_s
             for n in range(n0, n1):
                 for c in range(c0, c1):
                     forward_row(act_code, act_alpha, x3[n, c], out3[n, c], positions,
-                                mean[c - c0], rstd[c - c0], gamma[c], beta[c], proxy_mean[c],
+                                mean[c - c0], scale[c - c0], beta[c], proxy_mean[c],
                                 proxy_inv_std[c])
 
 
@@ -378,18 +414,22 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
 
     Equations
     ---------
-    ``t = dout rho_c phi'(p)``, ``p = gamma_c xhat + beta_c``;
-    ``dx = r_t (gamma_c t - mean_t(gamma t) - xhat mean_t(gamma t xhat))``.
+    ``t = dout rho_c phi'(p)``, ``p = (x - m_t) (gamma_c r_t) + beta_c``;
+    ``dx = r_t (gamma_c t - mean_t(gamma t) - xhat mean_t(gamma t xhat))``, evaluated as
+    ``r_t ((gamma_c t - mean_t(gamma t)) - (x - m_t) (r_t mean_t(gamma t xhat)))``.
+    The per-element sums leave out the channel constants: ``sum dout phi'`` and
+    ``sum dout phi' (x - m_t)`` are multiplied by ``rho_c`` and ``rho_c r_t`` once per
+    unit.
     """
     _, channel_blocks, channels = _unit_count(x3, channels_last, unit_samples, unit_channels)
     positions = x3.shape[1] if channels_last else x3.shape[2]
     k = channels_per_stat
     row_length = unit_channels if channels_last else positions
     # Scratch, allocated once for the range of units.
-    per_channel = np.empty((6, unit_channels))
+    per_channel = np.empty((8, unit_channels))
     rows = np.empty((6, row_length))
-    xhat, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
-                                                    rows[4], rows[5])
+    deviation, pre, activated, slope, term_t, term_tx = (rows[0], rows[1], rows[2], rows[3],
+                                                         rows[4], rows[5])
     # gamma_c t for every element of a unit, in the unit's own (n, row, i) order.
     scaled_t_all = np.empty((unit_samples * (positions if channels_last else unit_channels),
                              row_length))
@@ -402,44 +442,51 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
         s_dout, s_centered, s_t, s_tx = (per_channel[0, :width], per_channel[1, :width],
                                          per_channel[2, :width], per_channel[3, :width])
         mean_gt, mean_gtx = per_channel[4, :width], per_channel[5, :width]
+        scale, scaled_rho = per_channel[6, :width], per_channel[7, :width]
         mean, rstd = unit_mean[block, c0:c1], unit_rstd[block, c0:c1]
         count = (n1 - n0) * k * positions
         if not saved_statistics:
             _unit_statistics(x3, channels_last, n0, n1, c0, c1, k, norm_eps, mean, rstd,
                              term_t, term_tx)
+        for j in range(width):
+            scale[j] = gamma[c0 + j] * rstd[j]  # gamma_c r_t
+            scaled_rho[j] = gamma[c0 + j] * proxy_inv_std[c0 + j]  # gamma_c rho_c
         scaled_t = scaled_t_all[:(n1 - n0) * (positions if channels_last else width)]
 
-        # Pass 3: phi' once per element; channel sums of dout, dout (a - mu), t, t xhat.
+        # Pass 3: phi' once per element; channel sums of dout, dout (a - mu), and (rho
+        # and rho r left out until the end of the unit) of t and t xhat.
         if channels_last:
             for n in range(n0, n1):
                 for s in range(positions):
                     for j in range(width):
-                        xhat[j] = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
-                        pre[j] = gamma[c0 + j] * xhat[j] + beta[c0 + j]
+                        deviation[j] = x3[n, s, c0 + j] - mean[j]
+                        pre[j] = deviation[j] * scale[j] + beta[c0 + j]
                     activate_row_with_slope(pre, activated, slope, width, act_code, act_alpha)
                     saved = scaled_t[(n - n0) * positions + s]
                     for j in range(width):
-                        c = c0 + j
-                        d = dout3[n, s, c]
-                        t = d * proxy_inv_std[c] * slope[j]
-                        saved[j] = gamma[c] * t
+                        d = dout3[n, s, c0 + j]
+                        t = d * slope[j]
+                        saved[j] = scaled_rho[j] * t
                         s_dout[j] += d
-                        s_centered[j] += d * (activated[j] - proxy_mean[c])
+                        s_centered[j] += d * (activated[j] - proxy_mean[c0 + j])
                         s_t[j] += t
-                        s_tx[j] += t * xhat[j]
+                        s_tx[j] += t * deviation[j]
         else:
             for n in range(n0, n1):
                 for j in range(width):
                     c = c0 + j
                     lanes[:, :] = 0.0
                     backward_row(act_code, act_alpha, x3[n, c], dout3[n, c], positions,
-                                 mean[j], rstd[j], gamma[c], beta[c], proxy_mean[c],
-                                 proxy_inv_std[c], scaled_t[(n - n0) * width + j], lanes[0],
-                                 lanes[1], lanes[2], lanes[3])
+                                 mean[j], scale[j], beta[c], proxy_mean[c], scaled_rho[j],
+                                 scaled_t[(n - n0) * width + j], lanes[0], lanes[1], lanes[2],
+                                 lanes[3])
                     s_dout[j] += _fold_sum(lanes[0], LANES)
                     s_centered[j] += _fold_sum(lanes[1], LANES)
                     s_t[j] += _fold_sum(lanes[2], LANES)
                     s_tx[j] += _fold_sum(lanes[3], LANES)
+        for j in range(width):
+            s_t[j] *= proxy_inv_std[c0 + j]
+            s_tx[j] *= proxy_inv_std[c0 + j] * rstd[j]
 
         # Group means of gamma t and gamma t xhat (the norm's backward).
         for first in range(0, width, k):
@@ -452,23 +499,25 @@ def fused_backward(dout3, x3, channels_last, unit_samples, unit_channels, channe
                 mean_gt[j] = total / count
                 mean_gtx[j] = total_x / count
 
-        # Pass 4: dx = r (gamma t - mean(gamma t) - xhat mean(gamma t xhat)).
+        # Pass 4: dx = r ((gamma t - mean(gamma t)) - (x - m) (r mean(gamma t xhat))).
+        for j in range(width):
+            mean_gtx[j] *= rstd[j]
         if channels_last:
             for n in range(n0, n1):
                 for s in range(positions):
                     saved = scaled_t[(n - n0) * positions + s]
                     for j in range(width):
-                        xh = (x3[n, s, c0 + j] - mean[j]) * rstd[j]
-                        dx3[n, s, c0 + j] = rstd[j] * (saved[j] - mean_gt[j] - xh * mean_gtx[j])
+                        e = x3[n, s, c0 + j] - mean[j]
+                        dx3[n, s, c0 + j] = rstd[j] * ((saved[j] - mean_gt[j]) - e * mean_gtx[j])
         else:
             for n in range(n0, n1):
                 for j in range(width):
-                    m, r, mg, mgx = mean[j], rstd[j], mean_gt[j], mean_gtx[j]
+                    m, r, mg, rmgx = mean[j], rstd[j], mean_gt[j], mean_gtx[j]
                     row = x3[n, c0 + j]
                     dx_row = dx3[n, c0 + j]
                     saved = scaled_t[(n - n0) * width + j]
                     for i in range(positions):
-                        dx_row[i] = r * (saved[i] - mg - ((row[i] - m) * r) * mgx)
+                        dx_row[i] = r * ((saved[i] - mg) - (row[i] - m) * rmgx)
 
         for j in range(width):
             sum_dout[block, c0 + j] = s_dout[j]
