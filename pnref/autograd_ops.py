@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
 from pnref import norms as _norms
+from pnref.activations import Activation
 from pnref.activations import activation as _make_activation
 from pnref.blocks import norm_act as _norm_act
 from pnref.blocks import norm_act_vjp as _norm_act_vjp
@@ -177,8 +179,18 @@ group_norm = make_primitive(_norms.group_norm, _norms.group_norm_vjp, (0, 2, 3))
 batch_norm_eval = make_primitive(
     _norms.batch_norm_eval, _norms.batch_norm_eval_vjp, (0, 1, 2, 3, 4)
 )
-weight_standardization = make_primitive(
-    _norms.weight_standardization, _norms.weight_standardization_vjp, (0,)
+
+
+def _weight_standardization_vjp_saved(g, saved, positions):
+    """The gradient with respect to ``w`` (the only differentiable argument) from ``saved``."""
+    return _norms.weight_standardization_vjp_saved(g, saved)
+
+
+# The VJP reuses the forward's statistics: a training step standardizes every convolution
+# weight once per step, and recomputing the statistics doubled the cost.
+weight_standardization = make_primitive_with_residuals(
+    _norms.weight_standardization_saving, _weight_standardization_vjp_saved,
+    _norms.weight_standardization_vjp, (0,),
 )
 
 # --- activation steps -----------------------------------------------------------------------
@@ -186,12 +198,26 @@ act = make_primitive(_act, _act_vjp, (0, 1, 2))
 pn_act = make_primitive(_pn_act, _pn_act_vjp, (0, 1, 2, 3, 4))
 
 
+@functools.lru_cache(maxsize=64)
+def _activation_named(name, params: tuple) -> Activation:
+    """`pnref.activation` (``name``, ``dict(params)``), built once per distinct call: a
+    training step applies the same activation several times, forward and backward."""
+    return _make_activation(name, **dict(params))
+
+
+def _activation_of(name, params: dict) -> Activation:
+    try:
+        return _activation_named(name, tuple(sorted(params.items())))
+    except TypeError:  # an unhashable argument: let `pnref.activation` judge it
+        return _make_activation(name, **params)
+
+
 def _activation_forward(z: np.ndarray, name: str = "relu", **params) -> np.ndarray:
-    return _make_activation(name, **params).f(z)
+    return _activation_of(name, params).f(z)
 
 
 def _activation_vjp(g: np.ndarray, z: np.ndarray, name: str = "relu", **params) -> tuple:
-    return (g * _make_activation(name, **params).df(z),)
+    return (g * _activation_of(name, params).df(z),)
 
 
 activation = make_primitive(_activation_forward, _activation_vjp, (0,))

@@ -19,7 +19,7 @@ from autograd.test_util import EPS, scalar_close
 from pnref import autograd_ops as ops
 from pnref.blocks import norm_pn_act_vjp
 from pnref.nn.conv import conv2d, conv2d_vjp
-from pnref.norms import group_norm_vjp, layer_norm_vjp
+from pnref.norms import group_norm_vjp, layer_norm_vjp, weight_standardization_vjp
 from pnref.pn_act import pn_act_vjp
 
 
@@ -195,6 +195,16 @@ def test_autograd_returns_exactly_the_layer1_vjp():
     want = norm_pn_act_vjp(cot, *args, norm="ln", backend="numba")
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+    # Weight standardization's VJP reads the statistics its forward saved.
+    w_ws = rng.normal(size=(5, 4, 3, 3))
+    cot_ws = rng.normal(size=w_ws.shape)
+    for axis in (0, 1):
+        got = _grads_through_autograd(
+            lambda w, axis=axis: ops.weight_standardization(w, axis=axis), (w_ws,), cot_ws,
+            (0,))
+        want = weight_standardization_vjp(cot_ws, w_ws, axis=axis)
+        np.testing.assert_array_equal(got[0], want[0])
 
     w4 = rng.normal(size=(2, 4, 3, 3))
     cot_conv = rng.normal(size=(3, 2, 2, 2))

@@ -38,7 +38,9 @@ from pnref.norms.ops import (
 from pnref.norms.weight_standardization import (
     WS_EPS,
     weight_standardization,
+    weight_standardization_saving,
     weight_standardization_vjp,
+    weight_standardization_vjp_saved,
 )
 
 __all__ = [
@@ -54,7 +56,9 @@ __all__ = [
     "layer_norm",
     "layer_norm_vjp",
     "weight_standardization",
+    "weight_standardization_saving",
     "weight_standardization_vjp",
+    "weight_standardization_vjp_saved",
     "WS_EPS",
     "normalize",
     "normalize_vjp",

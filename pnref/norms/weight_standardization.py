@@ -20,7 +20,13 @@ import numpy as np
 from pnref._validation import as_float_array, check_eps, normalize_axis
 from pnref.norms.core import _check_cotangent, normalize, normalize_vjp_from_stats
 
-__all__ = ["WS_EPS", "weight_standardization", "weight_standardization_vjp"]
+__all__ = [
+    "WS_EPS",
+    "weight_standardization",
+    "weight_standardization_saving",
+    "weight_standardization_vjp",
+    "weight_standardization_vjp_saved",
+]
 
 WS_EPS = 1e-10
 
@@ -73,12 +79,26 @@ def weight_standardization(w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0)
 
         w_hat[o, i] = (w[o, i] - mean[o]) / sqrt(var[o] + eps)
     """
+    return weight_standardization_saving(w, eps=eps, axis=axis)[0]
+
+
+def weight_standardization_saving(
+    w: np.ndarray, *, eps: float = WS_EPS, axis: int = 0
+) -> tuple[np.ndarray, tuple | None]:
+    """`weight_standardization` and what its VJP needs (``None`` for an empty ``w``).
+
+    A training step standardizes the weight and then differentiates through it; handing
+    the second element to `weight_standardization_vjp_saved` spares the VJP the statistics
+    the forward computed. The results are those of `weight_standardization` and
+    `weight_standardization_vjp`, bit for bit (the same code computes the statistics).
+    """
     w, filter_axis = _filters(w, axis)
     eps = check_eps(eps)
     if w.size == 0:
-        return np.empty(w.shape, dtype=w.dtype)
-    w_hat, _mean, _inv_std = normalize(_as_rows(w, filter_axis), 1, eps)
-    return _from_rows(w_hat, w, filter_axis).astype(w.dtype)
+        return np.empty(w.shape, dtype=w.dtype), None
+    w_hat_rows, _mean, inv_std = normalize(_as_rows(w, filter_axis), 1, eps)
+    w_hat = _from_rows(w_hat_rows, w, filter_axis).astype(w.dtype)
+    return w_hat, (w, filter_axis, w_hat_rows, inv_std)
 
 
 def weight_standardization_vjp(
@@ -96,9 +116,21 @@ def weight_standardization_vjp(
     w, filter_axis = _filters(w, axis)
     eps = check_eps(eps)
     dw_hat = _check_cotangent(dw_hat, w, "dw_hat", "w")
-    out_dtype = np.result_type(dw_hat.dtype, w.dtype)
     if w.size == 0:
-        return (np.empty(w.shape, dtype=out_dtype),)
-    w_hat, _mean, inv_std = normalize(_as_rows(w, filter_axis), 1, eps)
-    dw = normalize_vjp_from_stats(_as_rows(dw_hat, filter_axis), w_hat, inv_std, 1)
+        return (np.empty(w.shape, dtype=np.result_type(dw_hat.dtype, w.dtype)),)
+    return weight_standardization_vjp_saved(
+        dw_hat, weight_standardization_saving(w, eps=eps, axis=axis)[1])
+
+
+def weight_standardization_vjp_saved(dw_hat: np.ndarray, saved: tuple) -> tuple[np.ndarray]:
+    """`weight_standardization_vjp` from the ``saved`` of `weight_standardization_saving`.
+
+    Equations
+    ---------
+    As `weight_standardization_vjp`, with ``w_hat`` and ``inv_std`` read from ``saved``.
+    """
+    w, filter_axis, w_hat_rows, inv_std = saved
+    dw_hat = _check_cotangent(dw_hat, w, "dw_hat", "w")
+    out_dtype = np.result_type(dw_hat.dtype, w.dtype)
+    dw = normalize_vjp_from_stats(_as_rows(dw_hat, filter_axis), w_hat_rows, inv_std, 1)
     return (_from_rows(dw, w, filter_axis).astype(out_dtype),)
