@@ -337,7 +337,7 @@ def test_quantile_kernel_matches_reference_moments(act):
     phi = pnref.activation(act)
     out = np.empty((6, 6))
     quantile_moments(np.array(points(200)), m, np.abs(sigma), ACTIVATION_CODES[act],
-                     phi.params.get("alpha", 0.0), out)
+                     phi.params.get("alpha", 0.0), out, np.empty(6, dtype=np.bool_))
     kw = {"activation": phi, "gamma": gamma, "beta": beta, "gamma_tilde": gamma_tilde,
           "beta_tilde": beta_tilde, "method": "quantile", "n": 200}
     mean_ref, var_ref = pnref.proxy_moments(**kw)

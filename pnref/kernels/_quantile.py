@@ -44,6 +44,7 @@ from numba import njit
 from pnref.kernels._activation_rows import (
     ELU,
     GELU,
+    GELU_TANH,
     IDENTITY,
     LEAKY_RELU,
     RELU,
@@ -72,6 +73,9 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
+# The criteria of `pnref.kernels.fused_blocks._refine_edge_channels` (see `_maybe_edge`).
+_EDGE_RATIO = 64.0
+_EDGE_SLACK = 1e-12
 
 
 @njit(**_JIT)
@@ -125,6 +129,83 @@ def _accurate_sum(values, length: int, work) -> float:
 
 
 @njit(**_JIT)
+def _add_errors(errors, first: int, count: int, length: int, totals) -> None:
+    """``totals[k] += (((0 + e[k, 0]) + e[k, 1]) + ...)`` for ``first <= k < first + count``.
+
+    The level sums of `_accurate_sum`, in its order; up to four rows' chains of additions
+    are independent and run interleaved (each is latency bound on its own).
+    """
+    k = first
+    while k < first + count:
+        if first + count - k >= 3:
+            level0, level1, level2 = 0.0, 0.0, 0.0
+            for i in range(length):
+                level0 += errors[k, i]
+                level1 += errors[k + 1, i]
+                level2 += errors[k + 2, i]
+            totals[k] += level0
+            totals[k + 1] += level1
+            totals[k + 2] += level2
+            k += 3
+        else:
+            level0 = 0.0
+            for i in range(length):
+                level0 += errors[k, i]
+            totals[k] += level0
+            k += 1
+
+
+@njit(**_JIT)
+def _accurate_sums(rows, first: int, count: int, length: int, work, errors, sums) -> None:
+    """``sums[k] = _accurate_sum(rows[k], length)`` for ``first <= k < first + count``.
+
+    The same two-sums in the same order, bit for bit, but level by level over all rows:
+    each level's two-sums in a loop without branches (``fl(a + b)`` and its error, the
+    error replaced by 0 where the total is not finite, as `_two_sum` does), then the
+    level's errors added in order. ``work`` (rows x (length + 1)) and ``errors`` (rows x
+    length) are scratch.
+    """
+    last = first + count
+    for k in range(first, last):
+        sums[k] = 0.0  # the running sum of the levels' errors
+    if length == 0:
+        return
+    half = length // 2
+    for k in range(first, last):
+        for i in range(half):
+            a = rows[k, i]
+            b = rows[k, length - 1 - i]
+            total = a + b
+            b_virtual = total - a
+            error = (a - (total - b_virtual)) + (b - b_virtual)
+            work[k, i] = total
+            errors[k, i] = error if math.isfinite(total) else 0.0
+        for i in range(half, length - half):
+            work[k, i] = rows[k, i]
+    _add_errors(errors, first, count, half, sums)
+    size = length - half
+    while size > 1:
+        if size % 2:
+            for k in range(first, last):
+                work[k, size] = 0.0
+            size += 1
+        pairs = size // 2
+        for k in range(first, last):
+            for i in range(pairs):
+                a = work[k, 2 * i]
+                b = work[k, 2 * i + 1]
+                total = a + b
+                b_virtual = total - a
+                error = (a - (total - b_virtual)) + (b - b_virtual)
+                errors[k, i] = error if math.isfinite(total) else 0.0
+                work[k, i] = total
+        _add_errors(errors, first, count, pairs, sums)
+        size = pairs
+    for k in range(first, last):
+        sums[k] = work[k, 0] + sums[k]
+
+
+@njit(**_JIT)
 def _two_product(a: float, b: float) -> tuple[float, float]:
     """fl(a b) and its rounding error (Dekker's splitting)."""
     product = a * b
@@ -136,23 +217,6 @@ def _two_product(a: float, b: float) -> tuple[float, float]:
     b_lo = b - b_hi
     error = ((a_hi * b_hi - product) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
     return product, (error if math.isfinite(error) else 0.0)
-
-
-@njit(**_JIT)
-def _exp_factor(a: float, b: float, same: bool) -> float:
-    abs_a, abs_b = abs(a), abs(b)
-    exponent = -2.0 * min(abs_a, abs_b) if same else 0.0
-    return 2.0 * math.exp(exponent) / ((1.0 + math.exp(-2.0 * abs_a))
-                                       * (1.0 + math.exp(-2.0 * abs_b)))
-
-
-@njit(**_JIT)
-def _tanh_pair(z: float, m: float, d: float) -> tuple[float, float]:
-    same = (z > 0.0) == (m > 0.0)
-    g = _sign(d) * _exp_factor(z, m, same) * -math.expm1(-2.0 * abs(d))
-    total = z + m
-    tanh_sum = _sign(total) * _exp_factor(z, m, not same) * -math.expm1(-2.0 * abs(total))
-    return g, -g * tanh_sum
 
 
 @njit(**_JIT)
@@ -198,10 +262,12 @@ def _right_residual(code: int, z: float) -> tuple[float, float]:
 
 
 @njit(**_JIT)
-def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, gl_t, gl_w) -> tuple[float, float, float]:
+def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m, gl_t,
+                 gl_w) -> tuple[float, float, float]:
+    """(g, h, g_low) of the smooth activations; ``r_m, r1_m = _right_residual(code, m)``
+    when m > 0 (unused otherwise)."""
     if z > 0.0 and m > 0.0:
         r_z, r1_z = _right_residual(code, z)
-        r_m, r1_m = _right_residual(code, m)
         g = d + (r_z - r_m)
         g_base = abs(r_z) + abs(r_m)
         h = r1_z - r1_m
@@ -240,83 +306,220 @@ def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, gl_t, gl_w) -> tuple[float
     return g, h, g_low
 
 
+# Rows of the per-point buffer of `_channel`: the terms of its seven sums.
+_G, _H, _HU, _G_LOW, _SQUARES, _DVAR_DM, _DVAR_DS = range(7)
+
+
 @njit(**_JIT)
-def _pair(code, alpha, m, d, z, f_z, f_m, df_z, df_m, gl_t, gl_w) -> tuple[float, float, float]:
-    """(g, h, g_low): f(m + d) - f(m), f'(m + d) - f'(m) (`pnref.moments._estimator`)."""
-    if d == 0.0:
-        return 0.0, 0.0, 0.0
+def _piecewise_terms(code, alpha, m, s, points, rows) -> None:
+    """g and h (rows ``_G``, ``_H``) of identity, the ReLU family and ELU, whose
+    `_pair` takes neither f nor f' at the points and whose g_low is 0: `_pair`'s
+    branches, those on m taken once per channel."""
+    n = points.shape[0]
+    g = rows[_G]
+    h = rows[_H]
     if code == IDENTITY:
-        return d, 0.0, 0.0
-    if code == RELU or code == LEAKY_RELU:
+        for i in range(n):
+            d = s * points[i]
+            z = m + d
+            if math.isnan(z):
+                g[i], h[i] = math.nan, math.nan
+            elif d == 0.0:
+                g[i], h[i] = 0.0, 0.0
+            else:
+                g[i], h[i] = d, 0.0
+    elif code == RELU or code == LEAKY_RELU:
         a = alpha if code == LEAKY_RELU else 0.0
         jump = 1.0 - a
-        if z > 0.0:
-            return (d, 0.0, 0.0) if m > 0.0 else (z - a * m, jump, 0.0)
-        return (a * z - m, -jump, 0.0) if m > 0.0 else (a * d, 0.0, 0.0)
-    if code == ELU:
-        if z > 0.0:
-            if m > 0.0:
-                return d, 0.0, 0.0
-            # f' - 1 = alpha expm1(m) + (alpha - 1) on the left: no cancellation at alpha = 1
-            return (z - alpha * math.expm1(min(m, 0.0)),
-                    -(alpha * math.expm1(min(m, 0.0)) + (alpha - 1.0)), 0.0)
         if m > 0.0:
-            return (alpha * math.expm1(min(z, 0.0)) - m,
-                    alpha * math.expm1(min(z, 0.0)) + (alpha - 1.0), 0.0)
-        both = alpha * _sign(d) * math.exp(min(max(z, m), 0.0)) * -math.expm1(-abs(d))
-        return both, both, 0.0
-    if code == TANH:
-        g, h = _tanh_pair(z, m, d)
-        return g, h, 0.0
-    if code == SIGMOID:
-        g, h = _tanh_pair(0.5 * z, 0.5 * m, 0.5 * d)
-        return 0.5 * g, 0.25 * h, 0.0
-    return _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, gl_t, gl_w)
+            for i in range(n):
+                d = s * points[i]
+                z = m + d
+                if math.isnan(z):
+                    g[i], h[i] = math.nan, math.nan
+                elif d == 0.0:
+                    g[i], h[i] = 0.0, 0.0
+                elif z > 0.0:
+                    g[i], h[i] = d, 0.0
+                else:
+                    g[i], h[i] = a * z - m, -jump
+        else:
+            for i in range(n):
+                d = s * points[i]
+                z = m + d
+                if math.isnan(z):
+                    g[i], h[i] = math.nan, math.nan
+                elif d == 0.0:
+                    g[i], h[i] = 0.0, 0.0
+                elif z > 0.0:
+                    g[i], h[i] = z - a * m, jump
+                else:
+                    g[i], h[i] = a * d, 0.0
+    else:  # ELU
+        if m > 0.0:
+            for i in range(n):
+                d = s * points[i]
+                z = m + d
+                if math.isnan(z):
+                    g[i], h[i] = math.nan, math.nan
+                elif d == 0.0:
+                    g[i], h[i] = 0.0, 0.0
+                elif z > 0.0:
+                    g[i], h[i] = d, 0.0
+                else:
+                    g[i] = alpha * math.expm1(min(z, 0.0)) - m
+                    h[i] = alpha * math.expm1(min(z, 0.0)) + (alpha - 1.0)
+        else:
+            left = alpha * math.expm1(min(m, 0.0))
+            for i in range(n):
+                d = s * points[i]
+                z = m + d
+                if math.isnan(z):
+                    g[i], h[i] = math.nan, math.nan
+                elif d == 0.0:
+                    g[i], h[i] = 0.0, 0.0
+                elif z > 0.0:
+                    # f' - 1 = alpha expm1(m) + (alpha - 1) on the left
+                    g[i] = z - left
+                    h[i] = -(left + (alpha - 1.0))
+                else:
+                    both = alpha * _sign(d) * math.exp(min(max(z, m), 0.0)) * -math.expm1(
+                        -abs(d))
+                    g[i], h[i] = both, both
 
 
 @njit(**_JIT)
-def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, g, h, g_low, work, scratch,
-             at_m, value_m, slope_m, gl_t, gl_w, out, c) -> None:
+def _tanh_terms(code, m, s, points, rows) -> None:
+    """g and h (rows ``_G``, ``_H``) of tanh and sigmoid: `_tanh_pair` (sigmoid at
+    half the arguments, its g and h scaled by 1/2 and 1/4) with each exponential taken
+    once: ``exp(-2|m|)`` per channel, ``exp(-2|z|)`` and the denominator
+    ``(1 + exp(-2|z|)) (1 + exp(-2|m|))`` once per point for `_exp_factor`'s two calls."""
+    n = points.shape[0]
+    g = rows[_G]
+    h = rows[_H]
+    half = code == SIGMOID
+    mc = 0.5 * m if half else m
+    exp_m = math.exp(-2.0 * abs(mc))
+    for i in range(n):
+        d = s * points[i]
+        z = m + d
+        if math.isnan(z):
+            g[i], h[i] = math.nan, math.nan
+            continue
+        if d == 0.0:
+            g[i], h[i] = 0.0, 0.0
+            continue
+        zc = 0.5 * z if half else z
+        dc = 0.5 * d if half else d
+        same = (zc > 0.0) == (mc > 0.0)
+        abs_z = abs(zc)
+        abs_m = abs(mc)
+        denominator = (1.0 + math.exp(-2.0 * abs_z)) * (1.0 + exp_m)
+        near = -2.0 * min(abs_z, abs_m)  # _exp_factor's exponent where the signs agree
+        factor_g = 2.0 * math.exp(near if same else 0.0) / denominator
+        factor_sum = 2.0 * math.exp(0.0 if same else near) / denominator
+        pair_g = _sign(dc) * factor_g * -math.expm1(-2.0 * abs(dc))
+        total = zc + mc
+        tanh_sum = _sign(total) * factor_sum * -math.expm1(-2.0 * abs(total))
+        pair_h = -pair_g * tanh_sum
+        if half:
+            g[i], h[i] = 0.5 * pair_g, 0.25 * pair_h
+        else:
+            g[i], h[i] = pair_g, pair_h
+
+
+@njit(**_JIT)
+def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, rows, gl_t, gl_w) -> None:
+    """g, h and g_low (rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU, SiLU and
+    softplus: `_pair` at every point, with ``_right_residual(m)`` taken once."""
     n = points.shape[0]
     for i in range(n):
         z[i] = m + s * points[i]
-    activate_row_with_slope(z, f, df, n, act_code, act_alpha)
-    at_m[0] = m
-    activate_row_with_slope(at_m, value_m, slope_m, 1, act_code, act_alpha)
-    f_m, df_m = value_m[0], slope_m[0]
+    activate_row_with_slope(z, f, df, n, code, 0.0)
+    r_m, r1_m = _right_residual(code, m) if m > 0.0 else (0.0, 0.0)
+    g = rows[_G]
+    h = rows[_H]
+    g_low = rows[_G_LOW]
     for i in range(n):
         d = s * points[i]
         if math.isnan(z[i]):
             g[i], h[i], g_low[i] = math.nan, math.nan, 0.0
+        elif d == 0.0:
+            g[i], h[i], g_low[i] = 0.0, 0.0, 0.0
         else:
-            g[i], h[i], g_low[i] = _pair(act_code, act_alpha, m, d, z[i], f[i], f_m, df[i],
-                                         df_m, gl_t, gl_w)
-    g_bar = (_accurate_sum(g, n, scratch) + _accurate_sum(g_low, n, scratch)) / n
-    for i in range(n):
-        g[i] -= g_bar  # g now holds the deviations
-        work[i] = g[i] * g[i]
-    mean = f_m + g_bar
-    var = _accurate_sum(work, n, scratch) / n
-    h_bar = _accurate_sum(h, n, scratch) / n
-    for i in range(n):
-        work[i] = h[i] * points[i]
-    hu_bar = _accurate_sum(work, n, scratch) / n
-    for i in range(n):
-        work[i] = g[i] * (h[i] - h_bar)
-    dvar_dm = 2.0 * _accurate_sum(work, n, scratch) / n
-    for i in range(n):
-        work[i] = g[i] * (df_m * (points[i] - u_bar) + (h[i] * points[i] - hu_bar))
-    dvar_ds = 2.0 * _accurate_sum(work, n, scratch) / n
-    out[0, c] = mean
-    out[1, c] = var
-    out[2, c] = df_m + h_bar
-    out[3, c] = df_m * u_bar + hu_bar
-    out[4, c] = dvar_dm
-    out[5, c] = dvar_ds
+            g[i], h[i], g_low[i] = _smooth_pair(code, m, d, z[i], f[i], f_m, df[i], df_m,
+                                                r_m, r1_m, gl_t, gl_w)
 
 
 @njit(**_JIT)
-def quantile_moments(points, m, s, act_code, act_alpha, out) -> None:
+def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, rows, work, errors, sums,
+             at_m, value_m, slope_m, gl_t, gl_w, out, c) -> float:
+    """Column ``c`` of ``out`` for one channel; returns f'(m)."""
+    n = points.shape[0]
+    at_m[0] = m
+    activate_row_with_slope(at_m, value_m, slope_m, 1, act_code, act_alpha)
+    f_m, df_m = value_m[0], slope_m[0]
+    smooth = (act_code == GELU or act_code == GELU_TANH or act_code == SILU
+              or act_code == SOFTPLUS)
+    if smooth:
+        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, rows, gl_t, gl_w)
+    elif act_code == TANH or act_code == SIGMOID:
+        _tanh_terms(act_code, m, s, points, rows)
+    else:
+        _piecewise_terms(act_code, act_alpha, m, s, points, rows)
+    for i in range(n):
+        rows[_HU, i] = rows[_H, i] * points[i]
+    # g, h, h u and (smooth activations only) g_low. Elsewhere every g_low is +0.0, whose
+    # cascade sums to +0.0 exactly (two-sums of +0.0 give +0.0 and error +0.0), so the
+    # literal "+ 0.0" below is that sum (it still turns a sum of -0.0 into +0.0).
+    _accurate_sums(rows, _G, 4 if smooth else 3, n, work, errors, sums)
+    g_low_sum = sums[_G_LOW] if smooth else 0.0
+    g_bar = (sums[_G] + g_low_sum) / n
+    h_bar = sums[_H] / n
+    hu_bar = sums[_HU] / n
+    g = rows[_G]
+    h = rows[_H]
+    for i in range(n):
+        g[i] -= g_bar  # g now holds the deviations
+        rows[_SQUARES, i] = g[i] * g[i]
+    for i in range(n):
+        rows[_DVAR_DM, i] = g[i] * (h[i] - h_bar)
+    for i in range(n):
+        rows[_DVAR_DS, i] = g[i] * (df_m * (points[i] - u_bar) + (h[i] * points[i] - hu_bar))
+    _accurate_sums(rows, _SQUARES, 3, n, work, errors, sums)
+    out[0, c] = f_m + g_bar
+    out[1, c] = sums[_SQUARES] / n
+    out[2, c] = df_m + h_bar
+    out[3, c] = df_m * u_bar + hu_bar
+    out[4, c] = 2.0 * sums[_DVAR_DM] / n
+    out[5, c] = 2.0 * sums[_DVAR_DS] / n
+    return df_m
+
+
+@njit(**_JIT)
+def _maybe_edge(code: int, m: float, s: float, step_max: float, df_m: float,
+                dmean_dm: float) -> bool:
+    """Whether the channel may need a refinement the kernel lacks (see the module
+    docstring): a superset of `pnref.kernels.fused_blocks`' criteria, which it checks."""
+    if not (math.isfinite(m) and math.isfinite(s)):
+        return False
+    if code == TANH and _EDGE_RATIO * abs(m) < s:
+        return True
+    if code == SIGMOID and _EDGE_RATIO * abs(0.5 * m) < 0.5 * s:
+        return True
+    if code == ELU and s * step_max <= _SHORT_STEP:
+        return True
+    if code == IDENTITY or code == RELU or code == LEAKY_RELU:
+        # here f'(m) is exactly what pnref.activations returns for a finite m
+        return _EDGE_RATIO * abs(dmean_dm) < abs(df_m)
+    # Elsewhere the two implementations of f'(m) may differ by rounding (|f'| <= 1.13,
+    # both accurate to a few units of 1e-16 absolute and relative): a factor 2 and 1e-12
+    # leave a wide margin.
+    return _EDGE_RATIO * abs(dmean_dm) < 2.0 * abs(df_m) + _EDGE_SLACK
+
+
+@njit(**_JIT)
+def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None:
     """Moments and their (m, s) derivatives per channel, into ``out`` (6, C).
 
     Parameters
@@ -329,6 +532,11 @@ def quantile_moments(points, m, s, act_code, act_alpha, out) -> None:
         Activation (``ACTIVATION_CODES``) and its parameter.
     out : float64 ndarray (6, C)
         Rows: mean, var, dmean_dm, dmean_ds, dvar_dm, dvar_ds.
+    maybe_edge : bool ndarray (C,)
+        Set where the channel may need one of the estimator's refinements that this
+        kernel lacks (finite m and s with: tanh 64 |m| < s, sigmoid 64 |m/2| < s/2, ELU
+        s max|u_i| <= 1/8, or f' fading, 64 |dmean_dm| < |f'(m)|, taken with a margin
+        where ``pnref.activations`` may round f'(m) differently); false elsewhere.
 
     Equations
     ---------
@@ -339,16 +547,19 @@ def quantile_moments(points, m, s, act_code, act_alpha, out) -> None:
     z = np.empty(n)
     f = np.empty(n)
     df = np.empty(n)
-    g = np.empty(n)
-    h = np.empty(n)
-    g_low = np.empty(n)
-    work = np.empty(n)
-    scratch = np.empty(n + 1)
+    rows = np.empty((7, n))
+    work = np.empty((7, n + 1))
+    errors = np.empty((7, n))
+    sums = np.empty(7)
     at_m = np.empty(1)
     value_m = np.empty(1)
     slope_m = np.empty(1)
     # The exactly rounded mean of the points (0 for the symmetric official points).
-    u_bar = _accurate_sum(points, n, scratch) / n
+    u_bar = _accurate_sum(points, n, work[0]) / n
+    step_max = 0.0
+    for i in range(n):
+        step_max = max(step_max, abs(points[i]))
     for c in range(m.shape[0]):
-        _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, g, h, g_low, work,
-                 scratch, at_m, value_m, slope_m, gl_t, gl_w, out, c)
+        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, rows, work,
+                        errors, sums, at_m, value_m, slope_m, gl_t, gl_w, out, c)
+        maybe_edge[c] = _maybe_edge(act_code, m[c], s[c], step_max, df_m, out[2, c])
