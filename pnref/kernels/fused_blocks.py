@@ -374,7 +374,9 @@ def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, a
         quantile_moments(points, m, s, code, alpha, moments, maybe_edge)
         if maybe_edge.any():
             _refine_edge_channels(phi, m, s, points.shape[0], moments, maybe_edge)
-        proxy_mean, proxy_var = moments[0], moments[1]
+        # rows of a fresh float64 (6, C) array: a copy and a new array, both writable
+        proxy_mean = moments[0].copy()
+        inv_std = 1.0 / np.sqrt(moments[1] + eps)
         quantile = (sigma, moments)
     else:
         proxy_mean, proxy_var = proxy_moments(
@@ -382,11 +384,11 @@ def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, a
             beta_tilde=beta_tilde64, method=method, n=n,
         )
         quantile = None
-    # Fresh writable float64 copies (np.array copies; broadcast views are read-only).
-    proxy_mean = np.array(np.broadcast_to(proxy_mean, (channels,)), dtype=np.float64)
-    proxy_var = np.asarray(proxy_var, dtype=np.float64)
-    inv_std = np.array(np.broadcast_to(1.0 / np.sqrt(proxy_var + eps), (channels,)),
-                       dtype=np.float64)
+        # Fresh writable float64 copies (np.array copies; broadcast views are read-only).
+        proxy_mean = np.array(np.broadcast_to(proxy_mean, (channels,)), dtype=np.float64)
+        proxy_var = np.asarray(proxy_var, dtype=np.float64)
+        inv_std = np.array(np.broadcast_to(1.0 / np.sqrt(proxy_var + eps), (channels,)),
+                           dtype=np.float64)
     return x, _PNSetup(plan, norm_eps, tuple(params), phi, gamma64, beta64, gamma_tilde64,
                        beta_tilde64, proxy_mean, inv_std, quantile)
 
