@@ -10,8 +10,12 @@ sigmoid summed pair by pair where 64 |m| < s. They matter only at the edges of t
 domain (ELU at m = 0, s = 1e-8: 5.2e-10 of the mean; tanh and sigmoid at m = 0, s = 1e3:
 3.6e-10 of d(mean)/dm, 2.7e-11 of d(var)/ds; tanh at m = 1e-3, s = 1e3: 5.3e-8 of the
 mean, against the estimator in exact arithmetic); elsewhere the two agree to rounding
-(`tests/test_kernels.py`). The blocks (`pnref.kernels.fused_blocks._refine_edge_channels`)
-recognise those channels and take the NumPy estimator's values for them. For
+(`tests/test_kernels.py`). The kernel flags every channel that may need one
+(``maybe_edge``: finite m and s with tanh 64 |m| < s, sigmoid 64 |m/2| < s/2, ELU
+s max|u_i| <= 1/8, or f' fading, 64 |dmean/dm| < |f'(m)|, the last taken with a margin
+where ``pnref.activations`` may round f'(m) differently); the blocks
+(`pnref.kernels.fused_blocks._refine_edge_channels`) check only the flagged channels
+against those criteria and take the NumPy estimator's values where they hold. For
 each channel, with ``d_i = s u_i`` on the official points ``u_i``,
 
 .. math::
@@ -31,7 +35,13 @@ accurate (after removing the linear part on the right), else Taylor's formula wi
 integral remainder by 20-node Gauss-Legendre. See `pnref.moments._estimator`.
 
 It costs O(C n) like the NumPy version but without NumPy's per-call overhead, which
-dominates a training-sized block.
+dominates a training-sized block. Per channel: one loop over the points per family of
+activations (the piecewise ones and tanh/sigmoid need neither f nor f' at the points,
+and their g_low is 0, so its sum is skipped), then the seven sums in two groups, the
+first four (g, h, h u, g_low) and the three formed from their means, each group level
+by level so that the rows' chains of additions overlap. Every value is what the
+per-point, one-sum-at-a-time form gives, bit for bit (issue 15: same operations in the
+same order; only the control flow changed).
 """
 
 from __future__ import annotations
@@ -97,47 +107,15 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:
 
 
 @njit(**_JIT)
-def _accurate_sum(values, length: int, work) -> float:
-    """The cascade of `pnref.moments._estimator.accurate_sum` (``work`` is scratch)."""
-    if length == 0:
-        return 0.0
-    half = length // 2
-    size = 0
-    errors = 0.0
-    level = 0.0
-    for i in range(half):
-        total, error = _two_sum(values[i], values[length - 1 - i])
-        work[i] = total
-        level += error
-    errors += level
-    size = half
-    for i in range(half, length - half):
-        work[size] = values[i]
-        size += 1
-    while size > 1:
-        if size % 2:
-            work[size] = 0.0
-            size += 1
-        level = 0.0
-        for i in range(size // 2):
-            total, error = _two_sum(work[2 * i], work[2 * i + 1])
-            work[i] = total
-            level += error
-        errors += level
-        size //= 2
-    return work[0] + errors
+def _add_errors(errors, count: int, length: int, totals) -> None:
+    """``totals[k] += (((0 + e[k, 0]) + e[k, 1]) + ...)`` for ``k < count``, ``length`` terms.
 
-
-@njit(**_JIT)
-def _add_errors(errors, first: int, count: int, length: int, totals) -> None:
-    """``totals[k] += (((0 + e[k, 0]) + e[k, 1]) + ...)`` for ``first <= k < first + count``.
-
-    The level sums of `_accurate_sum`, in its order; up to four rows' chains of additions
-    are independent and run interleaved (each is latency bound on its own).
+    The level sums of `_accurate_sums`, in order; three rows' chains of additions are
+    independent and run interleaved (each is latency bound on its own).
     """
-    k = first
-    while k < first + count:
-        if first + count - k >= 3:
+    k = 0
+    while k < count:
+        if count - k >= 3:
             level0, level1, level2 = 0.0, 0.0, 0.0
             for i in range(length):
                 level0 += errors[k, i]
@@ -156,22 +134,23 @@ def _add_errors(errors, first: int, count: int, length: int, totals) -> None:
 
 
 @njit(**_JIT)
-def _accurate_sums(rows, first: int, count: int, length: int, work, errors, sums) -> None:
-    """``sums[k] = _accurate_sum(rows[k], length)`` for ``first <= k < first + count``.
+def _accurate_sums(rows, count: int, length: int, work, errors, sums) -> None:
+    """``sums[k]``: the compensated sum of ``rows[k, :length]`` for ``k < count``.
 
-    The same two-sums in the same order, bit for bit, but level by level over all rows:
-    each level's two-sums in a loop without branches (``fl(a + b)`` and its error, the
-    error replaced by 0 where the total is not finite, as `_two_sum` does), then the
-    level's errors added in order. ``work`` (rows x (length + 1)) and ``errors`` (rows x
-    length) are scratch.
+    The cascade of `pnref.moments._estimator.accurate_sum`: error-free two-sums
+    ``a + b = fl(a + b) + e`` (``e`` taken as 0 where ``fl(a + b)`` is not finite), the
+    first level pairing ``i`` with ``length - 1 - i``, the next ones neighbours (a 0
+    appended to an odd level); each level's errors are added in order and the levels'
+    totals to the last sum. Level by level over all rows at once, so the rows' chains of
+    additions overlap; each level's two-sums form a loop without branches. ``work``
+    (rows x (length + 1)) and ``errors`` (rows x length) are scratch.
     """
-    last = first + count
-    for k in range(first, last):
+    for k in range(count):
         sums[k] = 0.0  # the running sum of the levels' errors
     if length == 0:
         return
     half = length // 2
-    for k in range(first, last):
+    for k in range(count):
         for i in range(half):
             a = rows[k, i]
             b = rows[k, length - 1 - i]
@@ -182,15 +161,15 @@ def _accurate_sums(rows, first: int, count: int, length: int, work, errors, sums
             errors[k, i] = error if math.isfinite(total) else 0.0
         for i in range(half, length - half):
             work[k, i] = rows[k, i]
-    _add_errors(errors, first, count, half, sums)
+    _add_errors(errors, count, half, sums)
     size = length - half
     while size > 1:
         if size % 2:
-            for k in range(first, last):
+            for k in range(count):
                 work[k, size] = 0.0
             size += 1
         pairs = size // 2
-        for k in range(first, last):
+        for k in range(count):
             for i in range(pairs):
                 a = work[k, 2 * i]
                 b = work[k, 2 * i + 1]
@@ -199,9 +178,9 @@ def _accurate_sums(rows, first: int, count: int, length: int, work, errors, sums
                 error = (a - (total - b_virtual)) + (b - b_virtual)
                 errors[k, i] = error if math.isfinite(total) else 0.0
                 work[k, i] = total
-        _add_errors(errors, first, count, pairs, sums)
+        _add_errors(errors, count, pairs, sums)
         size = pairs
-    for k in range(first, last):
+    for k in range(count):
         sums[k] = work[k, 0] + sums[k]
 
 
@@ -306,18 +285,20 @@ def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m, gl_t,
     return g, h, g_low
 
 
-# Rows of the per-point buffer of `_channel`: the terms of its seven sums.
-_G, _H, _HU, _G_LOW, _SQUARES, _DVAR_DM, _DVAR_DS = range(7)
+# Rows of `_channel`'s per-point buffers: ``terms`` (the first four sums) and ``products``
+# (the last three, formed from the first ones' means).
+_G, _H, _HU, _G_LOW = range(4)
+_SQUARES, _DVAR_DM, _DVAR_DS = range(3)
 
 
 @njit(**_JIT)
-def _piecewise_terms(code, alpha, m, s, points, rows) -> None:
-    """g and h (rows ``_G``, ``_H``) of identity, the ReLU family and ELU, whose
-    `_pair` takes neither f nor f' at the points and whose g_low is 0: `_pair`'s
-    branches, those on m taken once per channel."""
+def _piecewise_terms(code, alpha, m, s, points, terms) -> None:
+    """g and h (``terms`` rows ``_G``, ``_H``) of identity, the ReLU family and ELU, whose
+    differences take neither f nor f' at the points and have no low part: the branches
+    of `pnref.moments._estimator`'s closed forms, one loop per activation."""
     n = points.shape[0]
-    g = rows[_G]
-    h = rows[_H]
+    g = terms[_G]
+    h = terms[_H]
     if code == IDENTITY:
         for i in range(n):
             d = s * points[i]
@@ -331,72 +312,61 @@ def _piecewise_terms(code, alpha, m, s, points, rows) -> None:
     elif code == RELU or code == LEAKY_RELU:
         a = alpha if code == LEAKY_RELU else 0.0
         jump = 1.0 - a
-        if m > 0.0:
-            for i in range(n):
-                d = s * points[i]
-                z = m + d
-                if math.isnan(z):
-                    g[i], h[i] = math.nan, math.nan
-                elif d == 0.0:
-                    g[i], h[i] = 0.0, 0.0
-                elif z > 0.0:
+        for i in range(n):
+            d = s * points[i]
+            z = m + d
+            if math.isnan(z):
+                g[i], h[i] = math.nan, math.nan
+            elif d == 0.0:
+                g[i], h[i] = 0.0, 0.0
+            elif z > 0.0:
+                if m > 0.0:
                     g[i], h[i] = d, 0.0
                 else:
-                    g[i], h[i] = a * z - m, -jump
-        else:
-            for i in range(n):
-                d = s * points[i]
-                z = m + d
-                if math.isnan(z):
-                    g[i], h[i] = math.nan, math.nan
-                elif d == 0.0:
-                    g[i], h[i] = 0.0, 0.0
-                elif z > 0.0:
                     g[i], h[i] = z - a * m, jump
-                else:
-                    g[i], h[i] = a * d, 0.0
+            elif m > 0.0:
+                g[i], h[i] = a * z - m, -jump
+            else:
+                g[i], h[i] = a * d, 0.0
     else:  # ELU
-        if m > 0.0:
-            for i in range(n):
-                d = s * points[i]
-                z = m + d
-                if math.isnan(z):
-                    g[i], h[i] = math.nan, math.nan
-                elif d == 0.0:
-                    g[i], h[i] = 0.0, 0.0
-                elif z > 0.0:
+        # f' - 1 = alpha expm1(m) + (alpha - 1) on the left: no cancellation at alpha = 1
+        left_m = alpha * math.expm1(min(m, 0.0))
+        for i in range(n):
+            d = s * points[i]
+            z = m + d
+            if math.isnan(z):
+                g[i], h[i] = math.nan, math.nan
+            elif d == 0.0:
+                g[i], h[i] = 0.0, 0.0
+            elif z > 0.0:
+                if m > 0.0:
                     g[i], h[i] = d, 0.0
                 else:
-                    g[i] = alpha * math.expm1(min(z, 0.0)) - m
-                    h[i] = alpha * math.expm1(min(z, 0.0)) + (alpha - 1.0)
-        else:
-            left = alpha * math.expm1(min(m, 0.0))
-            for i in range(n):
-                d = s * points[i]
-                z = m + d
-                if math.isnan(z):
-                    g[i], h[i] = math.nan, math.nan
-                elif d == 0.0:
-                    g[i], h[i] = 0.0, 0.0
-                elif z > 0.0:
-                    # f' - 1 = alpha expm1(m) + (alpha - 1) on the left
-                    g[i] = z - left
-                    h[i] = -(left + (alpha - 1.0))
-                else:
-                    both = alpha * _sign(d) * math.exp(min(max(z, m), 0.0)) * -math.expm1(
-                        -abs(d))
-                    g[i], h[i] = both, both
+                    g[i], h[i] = z - left_m, -(left_m + (alpha - 1.0))
+            elif m > 0.0:
+                left_z = alpha * math.expm1(min(z, 0.0))
+                g[i], h[i] = left_z - m, left_z + (alpha - 1.0)
+            else:
+                both = alpha * _sign(d) * math.exp(min(max(z, m), 0.0)) * -math.expm1(-abs(d))
+                g[i], h[i] = both, both
 
 
 @njit(**_JIT)
-def _tanh_terms(code, m, s, points, rows) -> None:
-    """g and h (rows ``_G``, ``_H``) of tanh and sigmoid: `_tanh_pair` (sigmoid at
-    half the arguments, its g and h scaled by 1/2 and 1/4) with each exponential taken
-    once: ``exp(-2|m|)`` per channel, ``exp(-2|z|)`` and the denominator
-    ``(1 + exp(-2|z|)) (1 + exp(-2|m|))`` once per point for `_exp_factor`'s two calls."""
+def _tanh_terms(code, m, s, points, terms) -> None:
+    """g and h (``terms`` rows ``_G``, ``_H``) of tanh and sigmoid (sigmoid at half the
+    arguments, its g and h then scaled by 1/2 and 1/4).
+
+    With exponentials of non-positive arguments only: ``e(a, b, same) =
+    2 exp(-2 min(|a|, |b|) [same]) / ((1 + exp(-2|a|)) (1 + exp(-2|b|)))``,
+    ``g = sign(d) e(z, m, same) (-expm1(-2|d|))``, ``h = -g sign(z + m)
+    e(z, m, not same) (-expm1(-2|z + m|))`` (tanh z - tanh m and the slope difference
+    sech^2 z - sech^2 m = -(tanh z - tanh m)(tanh z + tanh m)), ``same`` when z and m
+    are on the same side of 0. ``exp(-2|m|)`` is taken once per channel and the common
+    denominator once per point.
+    """
     n = points.shape[0]
-    g = rows[_G]
-    h = rows[_H]
+    g = terms[_G]
+    h = terms[_H]
     half = code == SIGMOID
     mc = 0.5 * m if half else m
     exp_m = math.exp(-2.0 * abs(mc))
@@ -415,7 +385,7 @@ def _tanh_terms(code, m, s, points, rows) -> None:
         abs_z = abs(zc)
         abs_m = abs(mc)
         denominator = (1.0 + math.exp(-2.0 * abs_z)) * (1.0 + exp_m)
-        near = -2.0 * min(abs_z, abs_m)  # _exp_factor's exponent where the signs agree
+        near = -2.0 * min(abs_z, abs_m)  # e's exponent where the signs agree
         factor_g = 2.0 * math.exp(near if same else 0.0) / denominator
         factor_sum = 2.0 * math.exp(0.0 if same else near) / denominator
         pair_g = _sign(dc) * factor_g * -math.expm1(-2.0 * abs(dc))
@@ -429,17 +399,17 @@ def _tanh_terms(code, m, s, points, rows) -> None:
 
 
 @njit(**_JIT)
-def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, rows, gl_t, gl_w) -> None:
-    """g, h and g_low (rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU, SiLU and
-    softplus: `_pair` at every point, with ``_right_residual(m)`` taken once."""
+def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, terms, gl_t, gl_w) -> None:
+    """g, h and g_low (``terms`` rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU,
+    SiLU and softplus: `_smooth_pair` at every point, ``_right_residual(m)`` taken once."""
     n = points.shape[0]
     for i in range(n):
         z[i] = m + s * points[i]
     activate_row_with_slope(z, f, df, n, code, 0.0)
     r_m, r1_m = _right_residual(code, m) if m > 0.0 else (0.0, 0.0)
-    g = rows[_G]
-    h = rows[_H]
-    g_low = rows[_G_LOW]
+    g = terms[_G]
+    h = terms[_H]
+    g_low = terms[_G_LOW]
     for i in range(n):
         d = s * points[i]
         if math.isnan(z[i]):
@@ -452,41 +422,42 @@ def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, rows, gl_t, gl_w) -> 
 
 
 @njit(**_JIT)
-def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, rows, work, errors, sums,
-             at_m, value_m, slope_m, gl_t, gl_w, out, c) -> float:
+def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, terms, products, work, errors,
+             sums, at_m, value_m, slope_m, gl_t, gl_w, out, c) -> float:
     """Column ``c`` of ``out`` for one channel; returns f'(m)."""
     n = points.shape[0]
     at_m[0] = m
-    activate_row_with_slope(at_m, value_m, slope_m, 1, act_code, act_alpha)
+    activate_row_with_slope(at_m, value_m, slope_m, at_m.shape[0], act_code, act_alpha)
     f_m, df_m = value_m[0], slope_m[0]
     smooth = (act_code == GELU or act_code == GELU_TANH or act_code == SILU
               or act_code == SOFTPLUS)
     if smooth:
-        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, rows, gl_t, gl_w)
+        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, terms, gl_t, gl_w)
     elif act_code == TANH or act_code == SIGMOID:
-        _tanh_terms(act_code, m, s, points, rows)
+        _tanh_terms(act_code, m, s, points, terms)
     else:
-        _piecewise_terms(act_code, act_alpha, m, s, points, rows)
+        _piecewise_terms(act_code, act_alpha, m, s, points, terms)
     for i in range(n):
-        rows[_HU, i] = rows[_H, i] * points[i]
+        terms[_HU, i] = terms[_H, i] * points[i]
     # g, h, h u and (smooth activations only) g_low. Elsewhere every g_low is +0.0, whose
     # cascade sums to +0.0 exactly (two-sums of +0.0 give +0.0 and error +0.0), so the
     # literal "+ 0.0" below is that sum (it still turns a sum of -0.0 into +0.0).
-    _accurate_sums(rows, _G, 4 if smooth else 3, n, work, errors, sums)
+    _accurate_sums(terms, 4 if smooth else 3, n, work, errors, sums)
     g_low_sum = sums[_G_LOW] if smooth else 0.0
     g_bar = (sums[_G] + g_low_sum) / n
     h_bar = sums[_H] / n
     hu_bar = sums[_HU] / n
-    g = rows[_G]
-    h = rows[_H]
+    g = terms[_G]
+    h = terms[_H]
     for i in range(n):
         g[i] -= g_bar  # g now holds the deviations
-        rows[_SQUARES, i] = g[i] * g[i]
+        products[_SQUARES, i] = g[i] * g[i]
     for i in range(n):
-        rows[_DVAR_DM, i] = g[i] * (h[i] - h_bar)
+        products[_DVAR_DM, i] = g[i] * (h[i] - h_bar)
     for i in range(n):
-        rows[_DVAR_DS, i] = g[i] * (df_m * (points[i] - u_bar) + (h[i] * points[i] - hu_bar))
-    _accurate_sums(rows, _SQUARES, 3, n, work, errors, sums)
+        products[_DVAR_DS, i] = g[i] * (df_m * (points[i] - u_bar)
+                                        + (h[i] * points[i] - hu_bar))
+    _accurate_sums(products, products.shape[0], n, work, errors, sums)
     out[0, c] = f_m + g_bar
     out[1, c] = sums[_SQUARES] / n
     out[2, c] = df_m + h_bar
@@ -547,19 +518,22 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     z = np.empty(n)
     f = np.empty(n)
     df = np.empty(n)
-    rows = np.empty((7, n))
-    work = np.empty((7, n + 1))
-    errors = np.empty((7, n))
-    sums = np.empty(7)
+    terms = np.empty((4, n))
+    products = np.empty((3, n))
+    work = np.empty((4, n + 1))
+    errors = np.empty((4, n))
+    sums = np.empty(4)
     at_m = np.empty(1)
     value_m = np.empty(1)
     slope_m = np.empty(1)
     # The exactly rounded mean of the points (0 for the symmetric official points).
-    u_bar = _accurate_sum(points, n, work[0]) / n
+    as_rows = points.reshape((1, n))
+    _accurate_sums(as_rows, as_rows.shape[0], n, work, errors, sums)
+    u_bar = sums[0] / n
     step_max = 0.0
     for i in range(n):
         step_max = max(step_max, abs(points[i]))
     for c in range(m.shape[0]):
-        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, rows, work,
-                        errors, sums, at_m, value_m, slope_m, gl_t, gl_w, out, c)
+        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, terms,
+                        products, work, errors, sums, at_m, value_m, slope_m, gl_t, gl_w, out, c)
         maybe_edge[c] = _maybe_edge(act_code, m[c], s[c], step_max, df_m, out[2, c])
