@@ -241,10 +241,27 @@ def _right_residual(code: int, z: float) -> tuple[float, float]:
 
 
 @njit(**_JIT)
-def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m, gl_t,
-                 gl_w) -> tuple[float, float, float]:
+def _quadrature_nodes(gl_t, gl_w):
+    """Gauss-Legendre nodes on the pieces of [0, 1]: ``nodes[pieces - 1 + piece]`` holds,
+    for piece ``piece`` of ``pieces`` (1 or 2), the rows ``t_k = (piece + x_k) / pieces``,
+    ``w_k / pieces`` and ``(w_k / pieces) (1 - t_k)`` (the remainder's weight)."""
+    nodes = np.empty((3, 3, gl_t.shape[0]))
+    for pieces in range(1, 3):
+        for piece in range(pieces):
+            for k in range(gl_t.shape[0]):
+                t = (piece + gl_t[k]) / pieces
+                w = gl_w[k] / pieces
+                nodes[pieces - 1 + piece, 0, k] = t
+                nodes[pieces - 1 + piece, 1, k] = w
+                nodes[pieces - 1 + piece, 2, k] = w * (1.0 - t)
+    return nodes
+
+
+@njit(**_JIT)
+def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m,
+                 nodes) -> tuple[float, float, float]:
     """(g, h, g_low) of the smooth activations; ``r_m, r1_m = _right_residual(code, m)``
-    when m > 0 (unused otherwise)."""
+    when m > 0 (unused otherwise); ``nodes`` from `_quadrature_nodes`."""
     if z > 0.0 and m > 0.0:
         r_z, r1_z = _right_residual(code, z)
         g = d + (r_z - r_m)
@@ -268,12 +285,12 @@ def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m, gl_t,
             # the same (node-major) order as the NumPy sum over axis 0
             part_r = 0.0
             part_s = 0.0
-            for k in range(gl_t.shape[0]):
-                t = (piece + gl_t[k]) / pieces
-                w = gl_w[k] / pieces
-                curvature = _d2f(code, m + t * d)
-                part_r += w * (1.0 - t) * curvature
-                part_s += w * curvature
+            on_piece = nodes[pieces - 1 + piece]
+            t, w, w_remainder = on_piece[0], on_piece[1], on_piece[2]
+            for k in range(t.shape[0]):
+                curvature = _d2f(code, m + t[k] * d)
+                part_r += w_remainder[k] * curvature
+                part_s += w[k] * curvature
             remainder += part_r
             slope_change += part_s
         if g_bad:
@@ -399,13 +416,28 @@ def _tanh_terms(code, m, s, points, terms) -> None:
 
 
 @njit(**_JIT)
-def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, terms, gl_t, gl_w) -> None:
+def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes) -> None:
     """g, h and g_low (``terms`` rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU,
-    SiLU and softplus: `_smooth_pair` at every point, ``_right_residual(m)`` taken once."""
+    SiLU and softplus: `_smooth_pair` at every point, ``_right_residual(m)`` taken once.
+
+    `_smooth_pair` reads f(z) and f'(z) only off the right side (unless z > 0 and m > 0):
+    they are computed there only, gathered into the first ``count`` places of ``z_used``
+    (``used``: rows z, f, f' and their points' indices) and scattered back.
+    """
     n = points.shape[0]
+    z_used, f_used, df_used, index = used[0], used[1], used[2], used[3]
+    count = 0
     for i in range(n):
         z[i] = m + s * points[i]
-    activate_row_with_slope(z, f, df, n, code, 0.0)
+        if not (z[i] > 0.0 and m > 0.0):
+            z_used[count] = z[i]
+            index[count] = i
+            count += 1
+    activate_row_with_slope(z_used, f_used, df_used, count, code, 0.0)
+    for j in range(count):
+        i = int(index[j])
+        f[i] = f_used[j]
+        df[i] = df_used[j]
     r_m, r1_m = _right_residual(code, m) if m > 0.0 else (0.0, 0.0)
     g = terms[_G]
     h = terms[_H]
@@ -418,12 +450,12 @@ def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, terms, gl_t, gl_w) ->
             g[i], h[i], g_low[i] = 0.0, 0.0, 0.0
         else:
             g[i], h[i], g_low[i] = _smooth_pair(code, m, d, z[i], f[i], f_m, df[i], df_m,
-                                                r_m, r1_m, gl_t, gl_w)
+                                                r_m, r1_m, nodes)
 
 
 @njit(**_JIT)
-def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, terms, products, work, errors,
-             sums, at_m, value_m, slope_m, gl_t, gl_w, out, c) -> float:
+def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, used, terms, products, work,
+             errors, sums, at_m, value_m, slope_m, nodes, out, c) -> float:
     """Column ``c`` of ``out`` for one channel; returns f'(m)."""
     n = points.shape[0]
     at_m[0] = m
@@ -432,7 +464,7 @@ def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, terms, products
     smooth = (act_code == GELU or act_code == GELU_TANH or act_code == SILU
               or act_code == SOFTPLUS)
     if smooth:
-        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, terms, gl_t, gl_w)
+        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes)
     elif act_code == TANH or act_code == SIGMOID:
         _tanh_terms(act_code, m, s, points, terms)
     else:
@@ -513,11 +545,13 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     ---------
     See the module docstring.
     """
-    gl_t, gl_w = _GL_T, _GL_W  # module constants (frozen into the compiled kernel)
+    # from module constants (frozen into the compiled kernel)
+    nodes = _quadrature_nodes(_GL_T, _GL_W)
     n = points.shape[0]
     z = np.empty(n)
     f = np.empty(n)
     df = np.empty(n)
+    used = np.empty((4, n))
     terms = np.empty((4, n))
     products = np.empty((3, n))
     work = np.empty((4, n + 1))
@@ -534,6 +568,6 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     for i in range(n):
         step_max = max(step_max, abs(points[i]))
     for c in range(m.shape[0]):
-        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, terms,
-                        products, work, errors, sums, at_m, value_m, slope_m, gl_t, gl_w, out, c)
+        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, used, terms,
+                        products, work, errors, sums, at_m, value_m, slope_m, nodes, out, c)
         maybe_edge[c] = _maybe_edge(act_code, m[c], s[c], step_max, df_m, out[2, c])
