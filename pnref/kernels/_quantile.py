@@ -79,6 +79,23 @@ _SHORT_STEP = 0.125
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
 _GL_T = 0.5 * (_GL_X + 1.0)
 _GL_W = 0.5 * _GL_W
+
+
+def _quadrature_nodes() -> np.ndarray:
+    """Gauss-Legendre nodes on the pieces of [0, 1]: ``nodes[pieces - 1 + piece]`` holds,
+    for piece ``piece`` of ``pieces`` (1 or 2), the rows ``t_k = (piece + x_k) / pieces``,
+    ``w_k / pieces`` and ``(w_k / pieces) (1 - t_k)`` (the remainder's weights), each
+    one correctly rounded operation per step as in the estimator's loop."""
+    nodes = np.empty((3, 3, _NODES))
+    for pieces in (1, 2):
+        for piece in range(pieces):
+            t = (piece + _GL_T) / pieces
+            w = _GL_W / pieces
+            nodes[pieces - 1 + piece] = t, w, w * (1.0 - t)
+    return nodes
+
+
+_GL_NODES = _quadrature_nodes()
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -241,27 +258,10 @@ def _right_residual(code: int, z: float) -> tuple[float, float]:
 
 
 @njit(**_JIT)
-def _quadrature_nodes(gl_t, gl_w):
-    """Gauss-Legendre nodes on the pieces of [0, 1]: ``nodes[pieces - 1 + piece]`` holds,
-    for piece ``piece`` of ``pieces`` (1 or 2), the rows ``t_k = (piece + x_k) / pieces``,
-    ``w_k / pieces`` and ``(w_k / pieces) (1 - t_k)`` (the remainder's weight)."""
-    nodes = np.empty((3, 3, gl_t.shape[0]))
-    for pieces in range(1, 3):
-        for piece in range(pieces):
-            for k in range(gl_t.shape[0]):
-                t = (piece + gl_t[k]) / pieces
-                w = gl_w[k] / pieces
-                nodes[pieces - 1 + piece, 0, k] = t
-                nodes[pieces - 1 + piece, 1, k] = w
-                nodes[pieces - 1 + piece, 2, k] = w * (1.0 - t)
-    return nodes
-
-
-@njit(**_JIT)
 def _smooth_pair(code, m, d, z, f_z, f_m, df_z, df_m, r_m, r1_m,
                  nodes) -> tuple[float, float, float]:
     """(g, h, g_low) of the smooth activations; ``r_m, r1_m = _right_residual(code, m)``
-    when m > 0 (unused otherwise); ``nodes`` from `_quadrature_nodes`."""
+    when m > 0 (unused otherwise); ``nodes``: `_GL_NODES`."""
     if z > 0.0 and m > 0.0:
         r_z, r1_z = _right_residual(code, z)
         g = d + (r_z - r_m)
@@ -416,6 +416,21 @@ def _tanh_terms(code, m, s, points, terms) -> None:
 
 
 @njit(**_JIT)
+def _gather_off_right(m, s, points, z, z_used, index) -> int:
+    """``z_i = m + s u_i`` for every point; those not on the right side (not both z_i > 0
+    and m > 0) copied to the front of ``z_used``, their indices to ``index``; returns
+    their count."""
+    count = 0
+    for i in range(points.shape[0]):
+        z[i] = m + s * points[i]
+        if not (z[i] > 0.0 and m > 0.0):
+            z_used[count] = z[i]
+            index[count] = i
+            count += 1
+    return count
+
+
+@njit(**_JIT)
 def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes) -> None:
     """g, h and g_low (``terms`` rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU,
     SiLU and softplus: `_smooth_pair` at every point, ``_right_residual(m)`` taken once.
@@ -426,13 +441,7 @@ def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes) -
     """
     n = points.shape[0]
     z_used, f_used, df_used, index = used[0], used[1], used[2], used[3]
-    count = 0
-    for i in range(n):
-        z[i] = m + s * points[i]
-        if not (z[i] > 0.0 and m > 0.0):
-            z_used[count] = z[i]
-            index[count] = i
-            count += 1
+    count = _gather_off_right(m, s, points, z, z_used, index)
     activate_row_with_slope(z_used, f_used, df_used, count, code, 0.0)
     for j in range(count):
         i = int(index[j])
@@ -545,8 +554,7 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     ---------
     See the module docstring.
     """
-    # from module constants (frozen into the compiled kernel)
-    nodes = _quadrature_nodes(_GL_T, _GL_W)
+    nodes = _GL_NODES  # a module constant (frozen into the compiled kernel)
     n = points.shape[0]
     z = np.empty(n)
     f = np.empty(n)
