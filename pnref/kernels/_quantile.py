@@ -431,20 +431,21 @@ def _gather_off_right(m, s, points, z, z_used, index) -> int:
 
 
 @njit(**_JIT)
-def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes) -> None:
+def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, index, terms,
+                  nodes) -> None:
     """g, h and g_low (``terms`` rows ``_G``, ``_H``, ``_G_LOW``) of GELU, tanh-GELU,
     SiLU and softplus: `_smooth_pair` at every point, ``_right_residual(m)`` taken once.
 
     `_smooth_pair` reads f(z) and f'(z) only off the right side (unless z > 0 and m > 0):
-    they are computed there only, gathered into the first ``count`` places of ``z_used``
-    (``used``: rows z, f, f' and their points' indices) and scattered back.
+    they are computed there only, gathered into the first ``count`` places of the rows
+    z, f, f' of ``used`` (their points' indices in ``index``) and scattered back.
     """
     n = points.shape[0]
-    z_used, f_used, df_used, index = used[0], used[1], used[2], used[3]
+    z_used, f_used, df_used = used[0], used[1], used[2]
     count = _gather_off_right(m, s, points, z, z_used, index)
     activate_row_with_slope(z_used, f_used, df_used, count, code, 0.0)
     for j in range(count):
-        i = int(index[j])
+        i = index[j]
         f[i] = f_used[j]
         df[i] = df_used[j]
     r_m, r1_m = _right_residual(code, m) if m > 0.0 else (0.0, 0.0)
@@ -463,8 +464,8 @@ def _smooth_terms(code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes) -
 
 
 @njit(**_JIT)
-def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, used, terms, products, work,
-             errors, sums, at_m, value_m, slope_m, nodes, out, c) -> float:
+def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, used, index, terms, products,
+             work, errors, sums, at_m, value_m, slope_m, nodes, out, c) -> float:
     """Column ``c`` of ``out`` for one channel; returns f'(m)."""
     n = points.shape[0]
     at_m[0] = m
@@ -473,7 +474,7 @@ def _channel(points, u_bar, m, s, act_code, act_alpha, z, f, df, used, terms, pr
     smooth = (act_code == GELU or act_code == GELU_TANH or act_code == SILU
               or act_code == SOFTPLUS)
     if smooth:
-        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, used, terms, nodes)
+        _smooth_terms(act_code, m, s, points, f_m, df_m, z, f, df, used, index, terms, nodes)
     elif act_code == TANH or act_code == SIGMOID:
         _tanh_terms(act_code, m, s, points, terms)
     else:
@@ -524,9 +525,11 @@ def _maybe_edge(code: int, m: float, s: float, step_max: float, df_m: float,
     if code == IDENTITY or code == RELU or code == LEAKY_RELU:
         # here f'(m) is exactly what pnref.activations returns for a finite m
         return _EDGE_RATIO * abs(dmean_dm) < abs(df_m)
-    # Elsewhere the two implementations of f'(m) may differ by rounding (|f'| <= 1.13,
-    # both accurate to a few units of 1e-16 absolute and relative): a factor 2 and 1e-12
-    # leave a wide margin.
+    # Elsewhere the two implementations of f'(m) may differ by rounding: by a few units
+    # in the last place of f'(m) (ELU's alpha e^m, tanh and sigmoid's products of
+    # exponentials), or of 1 where f' is a sum of terms up to ~1 (GELU, tanh-GELU, SiLU:
+    # near their slopes' root). A factor 2 and 1e-12 leave a wide margin
+    # (`tests/test_kernels.py` checks it on a dense grid).
     return _EDGE_RATIO * abs(dmean_dm) < 2.0 * abs(df_m) + _EDGE_SLACK
 
 
@@ -559,7 +562,8 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     z = np.empty(n)
     f = np.empty(n)
     df = np.empty(n)
-    used = np.empty((4, n))
+    used = np.empty((3, n))
+    index = np.empty(n, dtype=np.int64)
     terms = np.empty((4, n))
     products = np.empty((3, n))
     work = np.empty((4, n + 1))
@@ -576,6 +580,7 @@ def quantile_moments(points, m, s, act_code, act_alpha, out, maybe_edge) -> None
     for i in range(n):
         step_max = max(step_max, abs(points[i]))
     for c in range(m.shape[0]):
-        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, used, terms,
-                        products, work, errors, sums, at_m, value_m, slope_m, nodes, out, c)
+        df_m = _channel(points, u_bar, m[c], s[c], act_code, act_alpha, z, f, df, used, index,
+                        terms, products, work, errors, sums, at_m, value_m, slope_m, nodes, out,
+                        c)
         maybe_edge[c] = _maybe_edge(act_code, m[c], s[c], step_max, df_m, out[2, c])
