@@ -403,7 +403,7 @@ def test_quantile_kernel_matches_reference_moments(act):
     phi = pnref.activation(act)
     out = np.empty((6, 6))
     quantile_moments(np.array(points(200)), m, np.abs(sigma), ACTIVATION_CODES[act],
-                     phi.params.get("alpha", 0.0), out)
+                     phi.params.get("alpha", 0.0), out, np.empty(6, dtype=np.bool_))
     kw = {"activation": phi, "gamma": gamma, "beta": beta, "gamma_tilde": gamma_tilde,
           "beta_tilde": beta_tilde, "method": "quantile", "n": 200}
     mean_ref, var_ref = pnref.proxy_moments(**kw)
@@ -556,3 +556,74 @@ def test_quantile_edge_channels_take_the_reference_values(act, gamma, beta):
     # the other channels keep the kernel's values, equal to rounding
     assert rel_l2(setup.proxy_mean, mean_ref) <= FLOAT64_BOUND
     assert rel_l2(1.0 / setup.inv_std**2 - 0.03, var_ref) <= FLOAT64_BOUND
+
+
+def _quantile_kernel(act: str, m: np.ndarray, s: np.ndarray):
+    """The Numba quantile kernel's (6, C) moments and its maybe_edge flags, n = 200."""
+    from pnref.kernels._activation_rows import ACTIVATION_CODES
+    from pnref.kernels._quantile import quantile_moments
+    from pnref.moments.quantile import points
+
+    out = np.empty((6, m.size))
+    maybe_edge = np.empty(m.size, dtype=np.bool_)
+    with np.errstate(all="ignore"):
+        quantile_moments(np.array(points(200)), m, s, ACTIVATION_CODES[act],
+                         pnref.activation(act).params.get("alpha", 0.0), out, maybe_edge)
+    return out, maybe_edge
+
+
+@pytest.mark.parametrize("act", KERNEL_ACTIVATIONS)
+def test_quantile_kernel_flags_every_channel_the_blocks_refine(act):
+    """The blocks recompute with the NumPy estimator the channels that meet the criteria
+    of issue 13e (restated below as `_refine_edge_channels` applies them), but look only at
+    the channels the kernel flags: the flags must cover them, on a grid through the
+    criteria's boundaries (64 |m| = s and ELU's s max|u| = 1/8, each with its neighbouring
+    floats), zeros, tails, the far range, inf and NaN. On ordinary channels of a monotone
+    activation nothing is flagged, so the common case costs one ``any()`` (GELU, tanh-GELU
+    and SiLU have channels where d(mean)/dm crosses 0: those meet the f' criterion)."""
+    from pnref.moments.quantile import points
+
+    phi = pnref.activation(act)
+    u_max = float(np.max(np.abs(points(200))))
+    b = np.geomspace(1e-6, 1e2, 9)
+    s_short = 0.125 / u_max
+    m_grid = [0.0, -0.0, 1e-300, -1e-300, 1e-3, -1e-3, -0.7517916, 0.5, -1.0, 2.0, -4.0,
+              20.0, -40.0, 1e6, -1e6, 1e300, np.inf, -np.inf, np.nan]
+    s_grid = [0.0, 1e-300, 1e-8, np.nextafter(s_short, 0.0), s_short,
+              np.nextafter(s_short, 1.0), 0.01, 1.0, 1e3, 1e6, 1e300, np.inf, np.nan]
+    m = np.concatenate([np.repeat(m_grid, len(s_grid)), b, -b, b, b, 2 * b])
+    s = np.concatenate([np.tile(s_grid, len(m_grid)), 64 * b, 64 * b,
+                        np.nextafter(64 * b, np.inf), np.nextafter(64 * b, 0.0), 64 * b])
+    out, maybe_edge = _quantile_kernel(act, m, s)
+    scale = 0.5 if act == "sigmoid" else 1.0
+    needed = np.zeros(m.size, dtype=bool)
+    with np.errstate(all="ignore"):
+        if act in ("tanh", "sigmoid"):
+            needed |= 64.0 * np.abs(scale * m) < scale * s
+        if act == "elu":
+            needed |= s * u_max <= 0.125
+        needed |= 64.0 * np.abs(out[2]) < np.abs(phi.df(m))
+    needed &= np.isfinite(m) & np.isfinite(s)
+    assert not np.any(needed & ~maybe_edge)
+    if act in ("tanh", "sigmoid", "elu"):
+        assert needed.sum() >= 10  # the grid reaches the criteria (not a vacuous check)
+
+    rng = np.random.default_rng(zlib.crc32(act.encode()))
+    m = rng.uniform(0.05, 2.0, 200) * rng.choice([-1.0, 1.0], 200)
+    s = rng.uniform(0.5, 2.0, 200)
+    if act not in ("gelu", "gelu_tanh", "silu"):
+        assert not _quantile_kernel(act, m, s)[1].any()
+
+
+@pytest.mark.parametrize("act", KERNEL_ACTIVATIONS)
+def test_quantile_kernel_slope_margin_covers_the_reference_slope(act):
+    """Where ``pnref.activations`` and the kernel may round f'(m) differently, the kernel
+    flags f' fading with the margin |f'_ref(m)| <= 2 |f'_kernel(m)| + 1e-12; checked on a
+    dense grid through the tails and GELU's slope root. At s = 0 every h_i is 0, so the
+    kernel's d(mean)/dm is its f'(m) (plus +0.0)."""
+    root = -0.7517916  # GELU's f' changes sign here
+    m = np.concatenate([np.linspace(-45.0, 45.0, 9001), root + np.linspace(-1e-6, 1e-6, 201),
+                        [0.0, -0.0, 1e-300, -1e-300, 700.0, -700.0, 1e300, -1e300]])
+    out, _ = _quantile_kernel(act, m, np.zeros(m.size))
+    reference = np.abs(pnref.activation(act).df(m))
+    assert np.all(reference <= 2.0 * np.abs(out[2]) + 1e-12)

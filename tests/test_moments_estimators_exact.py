@@ -80,7 +80,7 @@ def test_numba_quantile_kernel_is_the_estimator_too(name, alpha, m, s):
     out = np.empty((6, 1))
     act = _act(name, alpha)
     quantile_moments(points, np.array([m]), np.array([s]), ACTIVATION_CODES[name],
-                     act.params.get("alpha", 0.0), out)
+                     act.params.get("alpha", 0.0), out, np.empty(1, dtype=np.bool_))
     kwargs = {} if alpha is None else {"alpha": alpha}
     reference = oracle.estimator_moments(name, m, s, points, **kwargs)
     _check(out[:, 0], reference, (name, m, s))

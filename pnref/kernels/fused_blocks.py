@@ -40,7 +40,7 @@ from pnref._validation import (
 from pnref.activations import Activation
 from pnref.kernels._activation_rows import ACTIVATION_CODES
 from pnref.kernels._fused import fused_backward, fused_forward
-from pnref.kernels._quantile import quantile_moments
+from pnref.kernels._quantile import _EDGE_RATIO, _SHORT_STEP, quantile_moments
 from pnref.moments import proxy_moments, proxy_moments_vjp
 from pnref.moments.quantile import DEFAULT_N as QUANTILE_DEFAULT_N
 from pnref.moments.quantile import points as quantile_points
@@ -284,13 +284,8 @@ def _check_cotangent(dout, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- norm -> PN-Act
 
 
-#: Where the Numba quantile kernel lacks a refinement of the NumPy estimator (issue 13e).
-_EDGE_RATIO = 64.0
-_SHORT_STEP = 0.125
-
-
 def _refine_edge_channels(phi: Activation, m: np.ndarray, s: np.ndarray, n: int,
-                          moments: np.ndarray) -> None:
+                          moments: np.ndarray, maybe_edge: np.ndarray) -> None:
     """Recompute, with the NumPy estimator, the channels where the kernel is less accurate.
 
     The kernel has not the four edge refinements of `pnref.moments._estimator` (see
@@ -298,11 +293,19 @@ def _refine_edge_channels(phi: Activation, m: np.ndarray, s: np.ndarray, n: int,
     handed to the reference, so the fast path returns the reference's values there:
     tanh and sigmoid with 64 |m| < s (scaled by 1/2 for sigmoid), ELU whose steps are all
     short (s max|u| <= 1/8), and any channel where f' fades over the points
-    (64 |d(mean)/dm| < |f'(m)|). In a training step these are rare; elsewhere the kernel's
-    values stand (they agree with the reference to rounding).
+    (64 |d(mean)/dm| < |f'(m)|), among finite m and s. In a training step these are rare;
+    elsewhere the kernel's values stand (they agree with the reference to rounding).
+
+    The kernel already marks a superset of those channels (``maybe_edge``, the same tests
+    with a margin where its f'(m) may round differently from ``phi.df``); they are checked
+    here, the others are not looked at.
     """
+    candidates = np.flatnonzero(maybe_edge)
+    if not candidates.size:
+        return
     from pnref.moments import quantile
 
+    m, s = m[candidates], s[candidates]
     scale = 0.5 if phi.name == "sigmoid" else 1.0
     edge = np.zeros(m.shape, dtype=bool)
     if phi.name in ("tanh", "sigmoid"):
@@ -310,10 +313,11 @@ def _refine_edge_channels(phi: Activation, m: np.ndarray, s: np.ndarray, n: int,
     if phi.name == "elu":
         edge |= s * np.max(np.abs(quantile.points(n))) <= _SHORT_STEP
     with np.errstate(invalid="ignore", over="ignore"):
-        edge |= _EDGE_RATIO * np.abs(moments[2]) < np.abs(phi.df(m))
-    rows = np.flatnonzero(edge & np.isfinite(m) & np.isfinite(s))
+        edge |= _EDGE_RATIO * np.abs(moments[2, candidates]) < np.abs(phi.df(m))
+    chosen = edge & np.isfinite(m) & np.isfinite(s)
+    rows = candidates[chosen]
     if rows.size:
-        values = quantile.moments_with_derivatives(phi, m[rows], s[rows], n=n)
+        values = quantile.moments_with_derivatives(phi, m[chosen], s[chosen], n=n)
         for k, value in enumerate(values):
             moments[k, rows] = value
 
@@ -364,10 +368,15 @@ def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, a
         sigma = gamma64 * (1.0 + gamma_tilde64)
         code, alpha = _activation_code(phi)
         moments = np.empty((6, channels))
+        maybe_edge = np.empty(channels, dtype=np.bool_)
         points = np.array(quantile_points(QUANTILE_DEFAULT_N if n is None else n))
-        quantile_moments(points, m, np.abs(sigma), code, alpha, moments)
-        _refine_edge_channels(phi, m, np.abs(sigma), points.shape[0], moments)
-        proxy_mean, proxy_var = moments[0], moments[1]
+        s = np.abs(sigma)
+        quantile_moments(points, m, s, code, alpha, moments, maybe_edge)
+        if maybe_edge.any():
+            _refine_edge_channels(phi, m, s, points.shape[0], moments, maybe_edge)
+        # rows of a fresh float64 (6, C) array: a copy and a new array, both writable
+        proxy_mean = moments[0].copy()
+        inv_std = 1.0 / np.sqrt(moments[1] + eps)
         quantile = (sigma, moments)
     else:
         proxy_mean, proxy_var = proxy_moments(
@@ -375,11 +384,11 @@ def _pn_setup(x, gamma, beta, gamma_tilde, beta_tilde, norm, groups, norm_eps, a
             beta_tilde=beta_tilde64, method=method, n=n,
         )
         quantile = None
-    # Fresh writable float64 copies (np.array copies; broadcast views are read-only).
-    proxy_mean = np.array(np.broadcast_to(proxy_mean, (channels,)), dtype=np.float64)
-    proxy_var = np.asarray(proxy_var, dtype=np.float64)
-    inv_std = np.array(np.broadcast_to(1.0 / np.sqrt(proxy_var + eps), (channels,)),
-                       dtype=np.float64)
+        # Fresh writable float64 copies (np.array copies; broadcast views are read-only).
+        proxy_mean = np.array(np.broadcast_to(proxy_mean, (channels,)), dtype=np.float64)
+        proxy_var = np.asarray(proxy_var, dtype=np.float64)
+        inv_std = np.array(np.broadcast_to(1.0 / np.sqrt(proxy_var + eps), (channels,)),
+                           dtype=np.float64)
     return x, _PNSetup(plan, norm_eps, tuple(params), phi, gamma64, beta64, gamma_tilde64,
                        beta_tilde64, proxy_mean, inv_std, quantile)
 

@@ -52,7 +52,7 @@ def _compile(names: tuple[str, ...]) -> dict[str, float]:
                                statistics[0], statistics[1], False, 0, 1)
         elif name == "quantile moments":
             quantile_moments(np.array([-1.0, 0.0, 1.0]), np.zeros(2), np.ones(2), code, 0.0,
-                             np.empty((6, 2)))
+                             np.empty((6, 2)), np.empty(2, dtype=np.bool_))
         elif name == "max pool float64":  # pnref.nn.layers.max_pool2d
             image = np.zeros((1, 1, 2, 2))
             window_max(image, 2, np.empty((1, 1, 1, 1)))
