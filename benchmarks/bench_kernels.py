@@ -63,15 +63,17 @@ NORM_EPS = 1e-5
 DRAM_SHAPE = (32, 64, 128, 128)
 
 
-def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int
+def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, block: int = 3
                       ) -> dict[str, tuple[list[float], list[float]]]:
-    """Wall-clock and process-CPU seconds of every call, measured in interleaved rounds.
+    """Wall-clock and process-CPU seconds of every call, one figure per call and round.
 
-    Each call runs twice first (compilation, caches, page faults of its first arrays);
-    then every round runs each call once, the order rotating by one from round to round.
-    A slow spell of a shared machine then falls on every row alike instead of on whichever
-    row was running, and the per-round ratios (`paired_ratio`) compare calls made seconds
-    apart.
+    Each call runs twice first (compilation, caches). Then, in every round, each call in
+    turn (the order rotating by one from round to round) runs once untimed and ``block``
+    times timed, and the round's figure is the median of those ``block``. A slow spell of
+    a shared machine then falls on every row alike instead of on whichever row was
+    running, and the per-round ratios (`paired_ratio`) compare calls made seconds apart;
+    the untimed call and the short block let each row find its own steady state (caches,
+    the allocator's free memory) after the other rows ran, as in a loop of one operation.
     """
     names = list(calls)
     for name in names:
@@ -80,10 +82,15 @@ def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int
     times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
     for k in range(rounds):
         for name in names[k % len(names):] + names[:k % len(names)]:
-            start, start_cpu = time.perf_counter(), time.process_time()
             calls[name]()
-            times[name][0].append(time.perf_counter() - start)
-            times[name][1].append(time.process_time() - start_cpu)
+            wall, cpu = [], []
+            for _ in range(block):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                calls[name]()
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+            times[name][0].append(statistics.median(wall))
+            times[name][1].append(statistics.median(cpu))
     return times
 
 
@@ -271,9 +278,10 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
     times = interleaved_times(calls, rounds)
     if not skip_numpy:  # minutes per call on the large case: a few calls, not interleaved
         forward, forward_backward = pnref_calls(x, dout, params, "numpy")
-        times.update(interleaved_times({"numpy (reference)|fwd": forward}, reference_repeats))
+        times.update(interleaved_times({"numpy (reference)|fwd": forward}, reference_repeats,
+                                       block=1))
         times.update(interleaved_times({"numpy (reference)|f+b": forward_backward},
-                                       reference_repeats))
+                                       reference_repeats, block=1))
 
     def row(name: str, clock: int) -> tuple[list[float], list[float]]:
         """(forward, forward + backward) times of a row; a floor's f+b is 2.5 copies."""
