@@ -229,7 +229,27 @@ activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see `pnref.ac
     """
 
 # --- fused blocks (``backend="numpy"`` or ``"numba"``) -------------------------------------
-norm_act = make_primitive(_norm_act, _norm_act_vjp, (0, 1, 2))
+
+
+def _norm_act_saving(*args, backend: str = "numpy", **kwargs):
+    """`pnref.blocks.norm_act`; with ``backend="numba"`` also the kernels' saved set-up."""
+    if backend == "numba":
+        from pnref.kernels.fused_blocks import norm_act_saving
+
+        return norm_act_saving(*args, **kwargs)
+    return _norm_act(*args, backend=backend, **kwargs), None
+
+
+def _norm_act_vjp_saved(g, saved, positions):
+    from pnref.kernels.fused_blocks import norm_act_vjp_saved
+
+    grads = norm_act_vjp_saved(g, saved)
+    return tuple(grads[p] for p in positions)
+
+
+_norm_act_saving.__doc__ = _norm_act.__doc__
+norm_act = make_primitive_with_residuals(_norm_act_saving, _norm_act_vjp_saved, _norm_act_vjp,
+                                         (0, 1, 2))
 
 
 def _norm_pn_act_saving(*args, backend: str = "numpy", **kwargs):

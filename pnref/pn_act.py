@@ -21,6 +21,8 @@ widest floating dtype of the arguments (see ``docs/architecture.md``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -44,6 +46,13 @@ __all__ = ["act", "act_vjp", "pn_act", "pn_act_vjp", "resolve_activation"]
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _activation_by_name(name: str) -> Activation:
+    """`pnref.activation` (``name``) with default parameters, built once per name: a
+    training step resolves the same names at every layer, forward and backward."""
+    return make_activation(name)
+
+
 def resolve_activation(activation: str | Activation) -> Activation:
     """Return the `pnref.activations.Activation` named by ``activation``.
 
@@ -54,7 +63,7 @@ def resolve_activation(activation: str | Activation) -> Activation:
     if isinstance(activation, Activation):
         return activation
     if isinstance(activation, str):
-        return make_activation(activation)
+        return _activation_by_name(activation)
     raise TypeError(
         "activation must be an activation name (str) or a pnref.activations.Activation, "
         f"got {type(activation).__name__}"

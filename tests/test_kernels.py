@@ -534,6 +534,34 @@ def test_saving_path_gives_the_same_bits_as_the_public_calls(norm, groups, axis,
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize(("norm", "groups", "axis", "dtype"), [
+    ("gn", 3, 1, np.float32), ("bn", None, -1, np.float64), ("in", None, 2, np.float64)])
+def test_plain_block_saving_path_gives_the_same_bits_as_the_public_calls(norm, groups, axis,
+                                                                          dtype):
+    """`norm_act_vjp_saved` (the training step's path, also through `pnref.autograd_ops`)
+    reads the forward's statistics; the results equal the public calls' bit for bit."""
+    import autograd
+
+    from pnref import autograd_ops
+    from pnref.kernels.fused_blocks import norm_act_saving, norm_act_vjp_saved
+
+    rng = np.random.default_rng(17)
+    x, dout, params = make_case(rng, (3, 6, 4, 5), axis, dtype=dtype)
+    kw = {"norm": norm, "groups": groups, "axis": axis, "activation": "gelu"}
+    out, saved = norm_act_saving(x, *params[:2], **kw)
+    assert saved is not None
+    np.testing.assert_array_equal(out, pnref.norm_act(x, *params[:2], **kw, backend="numba"))
+    expected = pnref.norm_act_vjp(dout, x, *params[:2], **kw, backend="numba")
+    for got, want in zip(norm_act_vjp_saved(dout, saved), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    through_autograd = autograd.grad(
+        lambda *a: np.sum(autograd_ops.norm_act(*a, **kw, backend="numba") * dout),
+        (0, 1, 2))(x, *params[:2])
+    for got, want, arg in zip(through_autograd, expected, (x, *params[:2]), strict=True):
+        # autograd returns each gradient in its argument's dtype (float32 for x here).
+        np.testing.assert_array_equal(got, want.astype(arg.dtype))
+
+
 @pytest.mark.parametrize(("act", "gamma", "beta"), [("tanh", 1e3, 1e-3), ("sigmoid", 1e3, -1.0),
                                                     ("elu", 1e-8, 0.0), ("tanh", 1e3, 0.0)])
 def test_quantile_edge_channels_take_the_reference_values(act, gamma, beta):

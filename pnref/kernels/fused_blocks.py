@@ -48,9 +48,12 @@ from pnref.pn_act import resolve_activation
 
 __all__ = [
     "KERNEL_ACTIVATIONS",
+    "SavedActForward",
     "SavedForward",
     "norm_act",
+    "norm_act_saving",
     "norm_act_vjp",
+    "norm_act_vjp_saved",
     "norm_pn_act",
     "norm_pn_act_saving",
     "norm_pn_act_vjp",
@@ -602,16 +605,27 @@ class _ActSetup:
     beta64: np.ndarray  # zeros when absent
 
     def run_forward(self, x, out_dtype):
-        """The fused forward with proxy mean 0 and inverse proxy std 1."""
+        """The fused forward with proxy mean 0 and inverse proxy std 1: the output and the
+        norm statistics (which `run_backward` can reuse)."""
         channels = self.plan.channels
         return _run_forward(x, self.plan, self.norm_eps, self.gamma64, self.beta64,
-                            np.zeros(channels), np.ones(channels), self.phi, out_dtype)[0]
+                            np.zeros(channels), np.ones(channels), self.phi, out_dtype)
 
-    def run_backward(self, dout, x, out_dtype):
+    def run_backward(self, dout, x, out_dtype, statistics=None):
         """The fused backward; the proxy-moment sums it also returns go unused."""
         channels = self.plan.channels
         return _run_backward(dout, x, self.plan, self.norm_eps, self.gamma64, self.beta64,
-                             np.zeros(channels), np.ones(channels), self.phi, out_dtype)
+                             np.zeros(channels), np.ones(channels), self.phi, out_dtype,
+                             statistics)
+
+    def vjp(self, dout, x, statistics=None):
+        """``(dx, dgamma, dbeta)`` of the validated block (``statistics``: the forward's)."""
+        dout = _check_cotangent(dout, x)
+        out_dtype = result_dtype(dout, x, self.gamma, self.beta)
+        dx, (_, _, sum_t, sum_t_xhat) = self.run_backward(dout, x, out_dtype, statistics)
+        dgamma = None if self.gamma is None else sum_t_xhat.astype(out_dtype)
+        dbeta = None if self.beta is None else sum_t.astype(out_dtype)
+        return dx, dgamma, dbeta
 
 
 def _act_setup(x, gamma, beta, norm, groups, norm_eps, activation, axis):
@@ -665,7 +679,7 @@ def norm_act(
     if setup is None:
         return blocks_ref.norm_act(x, gamma, beta, norm=norm, groups=groups,
                                    norm_eps=norm_eps, activation=activation, axis=axis)
-    return setup.run_forward(x, result_dtype(x, setup.gamma, setup.beta))
+    return setup.run_forward(x, result_dtype(x, setup.gamma, setup.beta))[0]
 
 
 def norm_act_vjp(
@@ -695,9 +709,40 @@ def norm_act_vjp(
     if setup is None:
         return blocks_ref.norm_act_vjp(dout, x, gamma, beta, norm=norm, groups=groups,
                                        norm_eps=norm_eps, activation=activation, axis=axis)
-    dout = _check_cotangent(dout, x)
-    out_dtype = result_dtype(dout, x, setup.gamma, setup.beta)
-    dx, (_, _, sum_t, sum_t_xhat) = setup.run_backward(dout, x, out_dtype)
-    dgamma = None if setup.gamma is None else sum_t_xhat.astype(out_dtype)
-    dbeta = None if setup.beta is None else sum_t.astype(out_dtype)
-    return dx, dgamma, dbeta
+    return setup.vjp(dout, x)
+
+
+@dataclass(frozen=True)
+class SavedActForward:
+    """What `norm_act_saving` keeps for `norm_act_vjp_saved`: the validated input and
+    set-up, and the forward's norm statistics (read by the backward kernel)."""
+
+    x: np.ndarray
+    setup: _ActSetup
+    statistics: tuple[np.ndarray, np.ndarray]
+
+
+def norm_act_saving(
+    x: ArrayLike, gamma: ArrayLike | None = None, beta: ArrayLike | None = None, *,
+    norm: str = "gn", groups: int | None = None, norm_eps: float = 1e-5,
+    activation: str | Activation = "relu", axis: int = 1,
+) -> tuple[np.ndarray, SavedActForward | None]:
+    """`norm_act` that also returns what its VJP needs (``None`` for reference inputs).
+
+    As `norm_pn_act_saving` for the plain block: `norm_act_vjp_saved` then validates
+    nothing again and its backward kernel reads the forward's norm statistics. The
+    results are those of `norm_act` and `norm_act_vjp`, bit for bit.
+    """
+    x, setup = _act_setup(x, gamma, beta, norm, groups, norm_eps, activation, axis)
+    if setup is None:
+        return blocks_ref.norm_act(x, gamma, beta, norm=norm, groups=groups,
+                                   norm_eps=norm_eps, activation=activation, axis=axis), None
+    out, statistics = setup.run_forward(x, result_dtype(x, setup.gamma, setup.beta))
+    return out, SavedActForward(x, setup, statistics)
+
+
+def norm_act_vjp_saved(
+    dout: ArrayLike, saved: SavedActForward,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`norm_act_vjp` from the `SavedActForward` of `norm_act_saving` (same results)."""
+    return saved.setup.vjp(dout, saved.x, saved.statistics)
