@@ -24,7 +24,8 @@ import numpy as np
 from autograd.core import SparseObject, vspace
 from autograd.extend import defvjp, primitive
 
-__all__ = ["FlatLayout", "parameter_view", "value_and_grad_of_params"]
+__all__ = ["FlatLayout", "parameter_view", "value_and_grad_of_params",
+           "value_and_grad_of_vector"]
 
 
 @primitive
@@ -94,6 +95,21 @@ class FlatLayout:
                 for name, shape, start, stop in zip(self.names, self.shapes, self.offsets[:-1],
                                                      self.offsets[1:], strict=True)}
 
+    def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """The dict of reshaped slices (views) of a plain, untraced ``vector``."""
+        return {name: vector[start:stop].reshape(shape)
+                for name, shape, start, stop in zip(self.names, self.shapes, self.offsets[:-1],
+                                                     self.offsets[1:], strict=True)}
+
+    def entry_mask(self, select: Callable[[str], bool]) -> np.ndarray:
+        """Boolean vector of the layout: True on the entries of the parameters ``select``
+        picks by name."""
+        mask = np.zeros(self.offsets[-1], dtype=bool)
+        for name, start, stop in zip(self.names, self.offsets[:-1], self.offsets[1:],
+                                     strict=True):
+            mask[start:stop] = select(name)
+        return mask
+
     def matches(self, params: Mapping[str, np.ndarray]) -> bool:
         """Whether ``params`` has this layout's names, shapes and dtype."""
         return (tuple(params) == self.names
@@ -122,6 +138,19 @@ def value_and_grad_of_params(
         current = layout[0]
         value, grad = autograd.value_and_grad(
             lambda vector: fun(current.unflatten(vector), *args))(current.flatten(params))
-        return value, current.unflatten(grad)
+        return value, current.split(grad)
+
+    return value_and_grad
+
+
+def value_and_grad_of_vector(
+    fun: Callable[..., Any], layout: FlatLayout,
+) -> Callable[..., tuple[Any, np.ndarray]]:
+    """``(vector, *args) -> (fun(params, *args), gradient vector)``, ``params`` the dict
+    `FlatLayout.unflatten` makes of ``vector``: `value_and_grad_of_params` for a training
+    loop that keeps its parameters (and its optimizer's state) as one vector between
+    steps, so that no step flattens or splits them."""
+    def value_and_grad(vector: np.ndarray, *args: Any):
+        return autograd.value_and_grad(lambda v: fun(layout.unflatten(v), *args))(vector)
 
     return value_and_grad

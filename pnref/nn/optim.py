@@ -60,12 +60,28 @@ class SGD:
     weight_decay: float = 5e-4
     decay_proxy: bool = True
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
+    flat_velocity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def step_flat(self, vector: np.ndarray, grad: np.ndarray, lr: float,
+                  decayed: np.ndarray) -> np.ndarray:
+        """`step` on every parameter at once, laid out in one flat vector.
+
+        ``decayed`` is a boolean vector of the layout (`decay_mask` of each entry's
+        parameter). Each entry goes through the same operations as in `step`, so the
+        results are the same bits; the velocity is kept as one vector (``flat_velocity``).
+        """
+        if self.weight_decay:
+            grad = np.where(decayed, grad + self.weight_decay * vector, grad)
+        previous = self.flat_velocity if self.flat_velocity is not None else 0.0
+        velocity = self.momentum * previous + grad
+        self.flat_velocity = velocity
+        return vector - lr * velocity
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
              lr: float) -> dict[str, np.ndarray]:

@@ -13,9 +13,9 @@ import numpy as np
 from pnref._progress import ProgressBar
 from pnref.nn import layers
 from pnref.nn.data import Dataset, iterate_minibatches
-from pnref.nn.flat_params import value_and_grad_of_params
+from pnref.nn.flat_params import FlatLayout, value_and_grad_of_params, value_and_grad_of_vector
 from pnref.nn.models import CNN, MLP, build_model
-from pnref.nn.optim import SGD, cosine_lr
+from pnref.nn.optim import SGD, cosine_lr, decay_mask
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -183,7 +183,18 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
     optimizer = SGD(momentum=config.momentum, weight_decay=config.weight_decay,
                     decay_proxy=config.decay_proxy)
     holder = {"state": state}
-    value_and_grad = value_and_grad_of_params(make_loss(model, holder))
+    loss_of = make_loss(model, holder)
+    try:  # the parameters as one vector between steps (one dtype: the usual case)
+        layout: FlatLayout | None = FlatLayout(params)
+    except TypeError:  # mixed dtypes: step the dict
+        layout = None
+    if layout is not None:
+        vector = layout.flatten(params)
+        decayed = layout.entry_mask(
+            lambda name: decay_mask(name, decay_proxy=config.decay_proxy))
+        value_and_grad_vector = value_and_grad_of_vector(loss_of, layout)
+    else:
+        value_and_grad = value_and_grad_of_params(loss_of)
     steps_per_epoch = len(data.y_train) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     bar = ProgressBar(total_steps, f"{config.model} {config.norm} b{config.batch_size}",
@@ -198,13 +209,20 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
             epoch_losses = []
             for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
                                               rng=rng):
-                loss, grads = value_and_grad(params, xb, yb)
+                if layout is not None:
+                    loss, grad_vector = value_and_grad_vector(vector, xb, yb)
+                else:
+                    loss, grads = value_and_grad(params, xb, yb)
                 loss = float(loss)
                 first_loss = loss if first_loss is None else first_loss
                 if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
                     diverged = True
                     break
-                params = optimizer.step(params, grads, cosine_lr(step, total_steps, config.lr))
+                lr = cosine_lr(step, total_steps, config.lr)
+                if layout is not None:
+                    vector = optimizer.step_flat(vector, grad_vector, lr, decayed)
+                else:
+                    params = optimizer.step(params, grads, lr)
                 holder["state"] = holder["new_state"]
                 epoch_losses.append(loss)
                 step += 1
@@ -217,6 +235,8 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    if layout is not None:
+        params = layout.split(vector)
     train_metrics = evaluate(model, params, holder["state"], data.x_train, data.y_train)
     test_metrics = evaluate(model, params, holder["state"], data.x_test, data.y_test)
     metrics = {
