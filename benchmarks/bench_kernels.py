@@ -34,10 +34,16 @@ Rows:
    new pages, which dominates for arrays larger than malloc's 32 MiB mmap threshold).
 
 A row whose package is missing (or whose compiler fails) is skipped with the reason printed.
-"forward + backward" is one forward call plus one VJP call (the VJP recomputes what it
-needs from x). Each time is the median of ``--repeats`` calls after two warm-up calls, as
-wall-clock time and as process CPU time (``time.process_time``: on a busy machine it leaves
-out the time spent waiting for a core; it adds up every thread of the process, e.g. JAX's).
+"forward + backward" is one forward call plus one VJP call. The rows are timed in
+interleaved rounds (`interleaved_times`): in each round every row runs once untimed and
+three times timed, the order rotating from round to round, so that a slow spell of a
+shared machine falls on every row alike; each row's figure is the median over rounds, and
+the head-to-head ratios are the medians over rounds of the ratio within a round
+(`paired_ratio`). JAX runs after the others, in its own rounds (its worker threads keep
+spinning after a call and would add to the others' process CPU time); the NumPy reference,
+minutes per call on the large case, runs a few single calls at the end. Times are
+wall-clock and process CPU time (``time.process_time``: on a busy machine it leaves out
+the time spent waiting for a core; it adds up every thread of the process).
 Never part of the test suite.
 """
 
@@ -262,8 +268,7 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
         "numba, public VJP": pnref_calls(x, dout, params, "numba"),
     }
     for name, made in (("torch eager (CPU)", torch_calls(x, dout, params, compiled=False)),
-                       ("torch.compile (inductor)", torch_calls(x, dout, params, compiled=True)),
-                       ("jax jit (CPU)", jax_calls(x, dout, params))):
+                       ("torch.compile (inductor)", torch_calls(x, dout, params, compiled=True))):
         if isinstance(made, str):
             skipped[name] = made
         else:
@@ -276,6 +281,14 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
         calls[name + "|f+b"] = forward_backward
     calls.update(copies)
     times = interleaved_times(calls, rounds)
+    # JAX last, in its own rounds: XLA's worker threads keep spinning for a while after a
+    # call, and the process CPU time of whatever ran next would include their spinning.
+    made = jax_calls(x, dout, params)
+    if isinstance(made, str):
+        skipped["jax jit (CPU)"] = made
+    else:
+        times.update(interleaved_times({"jax jit (CPU)|fwd": made[0],
+                                        "jax jit (CPU)|f+b": made[1]}, rounds))
     if not skip_numpy:  # minutes per call on the large case: a few calls, not interleaved
         forward, forward_backward = pnref_calls(x, dout, params, "numpy")
         times.update(interleaved_times({"numpy (reference)|fwd": forward}, reference_repeats,
