@@ -220,6 +220,17 @@ def _shift_estimate(row, length: int) -> float:
 
 
 @njit(**_JIT)
+def _centered_sums(x3, n0, n1, c0, c1, center: float, positions: int, scratch_a, scratch_b):
+    """``(sum d, sum d^2)`` over a channels-first unit, ``d = x - center``: rows added into
+    the float64 scratch rows ``scratch_a``, ``scratch_b`` (length S), then folded pairwise."""
+    scratch_a[:positions] = 0.0
+    scratch_b[:positions] = 0.0
+    for n in range(n0, n1):
+        _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], center, positions)
+    return _fold_sum(scratch_a, positions), _fold_sum(scratch_b, positions)
+
+
+@njit(**_JIT)
 def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_eps,
                      channel_mean, channel_rstd, scratch_a, scratch_b):
     """Mean and inverse std of each statistics group of a unit (module docstring).
@@ -240,12 +251,8 @@ def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_
         # One pass around a shift (the mean of the unit's first values); a second pass
         # around the mean only when the shift is too far from it (module docstring).
         shift = _shift_estimate(x3[n0, c0], positions)
-        scratch_a[:positions] = 0.0
-        scratch_b[:positions] = 0.0
-        for n in range(n0, n1):
-            _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], shift, positions)
-        d_total = _fold_sum(scratch_a, positions)
-        q_total = _fold_sum(scratch_b, positions)
+        d_total, q_total = _centered_sums(x3, n0, n1, c0, c1, shift, positions, scratch_a,
+                                          scratch_b)
         offset = d_total / count
         var = (q_total - d_total * d_total / count) / count
         mean = shift + offset
@@ -256,12 +263,8 @@ def _unit_statistics(x3, channels_last, n0, n1, c0, c1, channels_per_stat, norm_
                     _accumulate_rows(scratch_a, x3[n, c0:c1], positions)
                 mean = _fold_sum(scratch_a, positions) / count
             # Pass 2 around the mean: the corrected sum of squared deviations.
-            scratch_a[:positions] = 0.0
-            scratch_b[:positions] = 0.0
-            for n in range(n0, n1):
-                _accumulate_centered_rows(scratch_a, scratch_b, x3[n, c0:c1], mean, positions)
-            d_total = _fold_sum(scratch_a, positions)
-            q_total = _fold_sum(scratch_b, positions)
+            d_total, q_total = _centered_sums(x3, n0, n1, c0, c1, mean, positions, scratch_a,
+                                              scratch_b)
             var = (q_total - d_total * d_total / count) / count
         if var < 0.0:  # only by rounding; NaN passes through
             var = 0.0
