@@ -321,8 +321,9 @@ def forward_row(code, alpha, row, out, length, m, gr, b, mu, rho) -> None:
                              rho)
 
 
-#: Accumulator lanes of `backward_row`: independent running sums that LLVM keeps in
-#: vector registers (the loop over a block of LANES elements has a constant trip count).
+#: Accumulator lanes of `backward_row`: independent running sums, so that no addition waits
+#: for the previous one. LLVM unrolls the loop over a block of LANES elements and keeps it
+#: scalar; 64 lanes are vectorised but were not faster (docs/performance.md).
 LANES = 16
 
 
