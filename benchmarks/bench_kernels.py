@@ -69,8 +69,8 @@ NORM_EPS = 1e-5
 DRAM_SHAPE = (32, 64, 128, 128)
 
 
-def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, block: int = 3
-                      ) -> dict[str, tuple[list[float], list[float]]]:
+def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, block: int = 3,
+                      settle: bool = True) -> dict[str, tuple[list[float], list[float]]]:
     """Wall-clock and process-CPU seconds of every call, one figure per call and round.
 
     Each call runs twice first (compilation, caches). Then, in every round, each call in
@@ -80,6 +80,8 @@ def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, block
     running, and the per-round ratios (`paired_ratio`) compare calls made seconds apart;
     the untimed call and the short block let each row find its own steady state (caches,
     the allocator's free memory) after the other rows ran, as in a loop of one operation.
+    ``settle=False`` leaves out the untimed call (a single slow row has nothing to settle
+    from).
     """
     names = list(calls)
     for name in names:
@@ -88,7 +90,8 @@ def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, block
     times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
     for k in range(rounds):
         for name in names[k % len(names):] + names[:k % len(names)]:
-            calls[name]()
+            if settle:
+                calls[name]()
             wall, cpu = [], []
             for _ in range(block):
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -292,9 +295,9 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
     if not skip_numpy:  # minutes per call on the large case: a few calls, not interleaved
         forward, forward_backward = pnref_calls(x, dout, params, "numpy")
         times.update(interleaved_times({"numpy (reference)|fwd": forward}, reference_repeats,
-                                       block=1))
+                                       block=1, settle=False))
         times.update(interleaved_times({"numpy (reference)|f+b": forward_backward},
-                                       reference_repeats, block=1))
+                                       reference_repeats, block=1, settle=False))
 
     def row(name: str, clock: int) -> tuple[list[float], list[float]]:
         """(forward, forward + backward) times of a row; a floor's f+b is 2.5 copies."""

@@ -199,16 +199,15 @@ def test_statistics_accumulate_in_float64_for_float32_data():
 def _exact_group_statistics(values: np.ndarray) -> tuple[float, float]:
     """Mean and population variance of float64 ``values``, each correctly rounded.
 
-    `math.fsum` rounds a sum of floats exactly; the deviations from the rounded mean are
-    squared in exact rational arithmetic, so the only errors are the final roundings.
+    Every value is an exact rational; the mean and the squared deviations from the exact
+    mean are formed in rational arithmetic, so the only errors are the two final roundings.
     """
     from fractions import Fraction
-    from math import fsum
 
     exact = [Fraction(float(v)) for v in values.ravel()]
     mean = sum(exact, Fraction(0)) / len(exact)
     var = sum(((v - mean) ** 2 for v in exact), Fraction(0)) / len(exact)
-    return float(mean), float(var) if var else fsum([0.0])
+    return float(mean), float(var)
 
 
 # (name, x of one sample and one group of 4 channels, whether the shift, the mean of the
@@ -241,9 +240,9 @@ def test_one_pass_statistics_around_a_shift_match_exact_statistics(name):
     ``(mean - K)^2 <= var`` (at most twice the two-pass error) and otherwise makes the
     second pass around the mean. Each case below takes the path it names (checked here
     from the data), and both match the exactly rounded statistics to 1e-14 relative: the
-    two-pass error bound is a few eps times log2(1200) ~ 10 levels of pairwise folding,
-    about 1e-15, with a factor 2 for the shift; 1e-14 leaves room without hiding a
-    one-pass formula (whose error here would be up to 1e16 eps for the 1e8 offset).
+    two-pass error bound is a few eps times log2(n) <= 16 levels of pairwise folding,
+    about 1e-15 to 4e-15, with a factor 2 for the shift; 1e-14 leaves room without hiding
+    a one-pass formula (whose error here would be up to 1e16 eps for the 1e8 offset).
     """
     from pnref.kernels.fused_blocks import norm_pn_act_saving
 

@@ -89,24 +89,25 @@ class FlatLayout:
         return np.concatenate([np.ravel(params[k]) for k in self.names]).astype(
             self.dtype, copy=False)
 
+    def _entries(self):
+        """(name, shape, start, stop) of each array, in layout order."""
+        return zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:], strict=True)
+
     def unflatten(self, vector: Any) -> dict[str, Any]:
         """The dict of reshaped slices of ``vector`` (traced by autograd when it is)."""
         return {name: parameter_view(vector, start, stop, shape)
-                for name, shape, start, stop in zip(self.names, self.shapes, self.offsets[:-1],
-                                                     self.offsets[1:], strict=True)}
+                for name, shape, start, stop in self._entries()}
 
     def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """The dict of reshaped slices (views) of a plain, untraced ``vector``."""
         return {name: vector[start:stop].reshape(shape)
-                for name, shape, start, stop in zip(self.names, self.shapes, self.offsets[:-1],
-                                                     self.offsets[1:], strict=True)}
+                for name, shape, start, stop in self._entries()}
 
     def entry_mask(self, select: Callable[[str], bool]) -> np.ndarray:
         """Boolean vector of the layout: True on the entries of the parameters ``select``
         picks by name."""
         mask = np.zeros(self.offsets[-1], dtype=bool)
-        for name, start, stop in zip(self.names, self.offsets[:-1], self.offsets[1:],
-                                     strict=True):
+        for name, _shape, start, stop in self._entries():
             mask[start:stop] = select(name)
         return mask
 

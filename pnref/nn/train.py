@@ -13,7 +13,7 @@ import numpy as np
 from pnref._progress import ProgressBar
 from pnref.nn import layers
 from pnref.nn.data import Dataset, iterate_minibatches
-from pnref.nn.flat_params import FlatLayout, value_and_grad_of_params, value_and_grad_of_vector
+from pnref.nn.flat_params import FlatLayout, value_and_grad_of_vector
 from pnref.nn.models import CNN, MLP, build_model
 from pnref.nn.optim import SGD, cosine_lr, decay_mask
 
@@ -183,18 +183,12 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
     optimizer = SGD(momentum=config.momentum, weight_decay=config.weight_decay,
                     decay_proxy=config.decay_proxy)
     holder = {"state": state}
-    loss_of = make_loss(model, holder)
-    try:  # the parameters as one vector between steps (one dtype: the usual case)
-        layout: FlatLayout | None = FlatLayout(params)
-    except TypeError:  # mixed dtypes: step the dict
-        layout = None
-    if layout is not None:
-        vector = layout.flatten(params)
-        decayed = layout.entry_mask(
-            lambda name: decay_mask(name, decay_proxy=config.decay_proxy))
-        value_and_grad_vector = value_and_grad_of_vector(loss_of, layout)
-    else:
-        value_and_grad = value_and_grad_of_params(loss_of)
+    # The parameters (every model initializes them in float64) and SGD's velocity stay one
+    # flat vector between steps; the dict is rebuilt once, for the evaluation.
+    layout = FlatLayout(params)
+    vector = layout.flatten(params)
+    decayed = layout.entry_mask(lambda name: decay_mask(name, decay_proxy=config.decay_proxy))
+    value_and_grad = value_and_grad_of_vector(make_loss(model, holder), layout)
     steps_per_epoch = len(data.y_train) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     bar = ProgressBar(total_steps, f"{config.model} {config.norm} b{config.batch_size}",
@@ -209,20 +203,14 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
             epoch_losses = []
             for xb, yb in iterate_minibatches(data.x_train, data.y_train, config.batch_size,
                                               rng=rng):
-                if layout is not None:
-                    loss, grad_vector = value_and_grad_vector(vector, xb, yb)
-                else:
-                    loss, grads = value_and_grad(params, xb, yb)
+                loss, grad_vector = value_and_grad(vector, xb, yb)
                 loss = float(loss)
                 first_loss = loss if first_loss is None else first_loss
                 if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
                     diverged = True
                     break
-                lr = cosine_lr(step, total_steps, config.lr)
-                if layout is not None:
-                    vector = optimizer.step_flat(vector, grad_vector, lr, decayed)
-                else:
-                    params = optimizer.step(params, grads, lr)
+                vector = optimizer.step_flat(vector, grad_vector,
+                                             cosine_lr(step, total_steps, config.lr), decayed)
                 holder["state"] = holder["new_state"]
                 epoch_losses.append(loss)
                 step += 1
@@ -235,8 +223,7 @@ def _train(config: TrainConfig, data: Dataset, *, progress: bool) -> dict:
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    if layout is not None:
-        params = layout.split(vector)
+    params = layout.split(vector)
     train_metrics = evaluate(model, params, holder["state"], data.x_train, data.y_train)
     test_metrics = evaluate(model, params, holder["state"], data.x_test, data.y_test)
     metrics = {
