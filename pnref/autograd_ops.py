@@ -95,7 +95,23 @@ def make_primitive(
         return backward
 
     defvjp_argnums(prim, vjp_maker)
+    _describe(prim, lambda *args, **kwargs: (forward(*args, **kwargs), None), None, vjp,
+              grad_positions)
     return prim
+
+
+def _describe(prim, forward_saving, vjp_saved, vjp, grad_positions) -> None:
+    """Keep a primitive's plain functions on it, for callers that run the same forward and
+    VJP inside a node of their own (`pnref.nn.flat_params.call_with_params`).
+
+    ``prim.forward_saving(*args, **kwargs) -> (out, saved)``; ``prim.vjp_saved(g, saved,
+    positions)`` (None when nothing is saved); ``prim.vjp(g, *args, **kwargs)``;
+    ``prim.grad_positions``.
+    """
+    prim.forward_saving = forward_saving
+    prim.vjp_saved = vjp_saved
+    prim.vjp = vjp
+    prim.grad_positions = tuple(grad_positions)
 
 
 class _Residuals(threading.local):
@@ -168,6 +184,7 @@ def make_primitive_with_residuals(
         return backward
 
     defvjp_argnums(prim, vjp_maker)
+    _describe(prim, forward_saving, vjp_saved, vjp, grad_positions)
     return prim
 
 

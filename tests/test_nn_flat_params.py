@@ -7,8 +7,15 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 
-from pnref.nn import CNN, softmax_cross_entropy
-from pnref.nn.flat_params import FlatLayout, parameter_view, value_and_grad_of_params
+from pnref import autograd_ops as ops
+from pnref.nn import CNN, layers, softmax_cross_entropy
+from pnref.nn.flat_params import (
+    FlatLayout,
+    TracedParams,
+    call_with_params,
+    parameter_view,
+    value_and_grad_of_params,
+)
 
 
 def _cnn_loss(norm: str, backend: str):
@@ -27,7 +34,9 @@ def _cnn_loss(norm: str, backend: str):
 
 
 @pytest.mark.parametrize(("norm", "backend"), [("gn+pn", "numba"), ("ln+pn", "numpy"),
-                                                ("bn", "numpy"), ("gn+ws", "numpy")])
+                                                ("bn", "numpy"), ("gn+ws", "numpy"),
+                                                ("ln+ws", "numba"), ("none", "numpy"),
+                                                ("in", "numba")])
 def test_flat_gradient_equals_the_dict_gradient_bit_for_bit(norm, backend):
     loss, params = _cnn_loss(norm, backend)
     value, grads = value_and_grad_of_params(loss)(params)
@@ -102,3 +111,71 @@ def test_flat_sgd_steps_equal_the_dict_steps_bit_for_bit():
         np.testing.assert_array_equal(value, dict_params[name])
         np.testing.assert_array_equal(layout.split(by_vector.flat_velocity)[name],
                                       by_dict.velocity[name])
+
+
+# One op, its parameters read inside its own node (`call_with_params` on a `TracedParams`),
+# against the plain call on parameter views: (op, input shapes, parameter shapes, kwargs).
+# A None shape is a parameter left out (passed as None), as a PN block without beta.
+_BOUND_CASES = {
+    "conv2d": (layers.conv2d, [(2, 3, 5, 4)], [(4, 3, 3, 3)], {}),
+    "affine": (layers.affine, [(5, 3)], [(3, 4), (4,)], {}),
+    "channel_bias": (layers.channel_bias, [(2, 3, 4, 2)], [(3,)], {}),
+    "weight_standardization": (ops.weight_standardization, [], [(4, 3, 3, 3)], {"axis": 0}),
+    "norm_act gn numba": (ops.norm_act, [(3, 4, 5)], [(4,), (4,)],
+                          {"norm": "gn", "groups": 2, "activation": "silu",
+                           "backend": "numba"}),
+    "norm_act bn, no beta": (ops.norm_act, [(6, 3, 2)], [(3,), None],
+                             {"norm": "bn", "activation": "tanh", "backend": "numpy"}),
+    "norm_pn_act ln numba": (ops.norm_pn_act, [(3, 4, 5)], [(4,), (4,), (4,), (4,)],
+                             {"norm": "ln", "activation": "relu", "eps": 0.03,
+                              "backend": "numba"}),
+}
+
+
+@pytest.mark.parametrize("case", list(_BOUND_CASES))
+def test_call_with_params_equals_the_plain_call_bit_for_bit(case):
+    """Same value and same gradients (inputs and every parameter slice), to the last bit:
+    the node runs the op's own forward and VJP; the vector's other entries get zero."""
+    op, input_shapes, param_shapes, kwargs = _BOUND_CASES[case]
+    rng = np.random.default_rng(7)
+    inputs = [rng.normal(size=shape) for shape in input_shapes]
+    spans, offset = {}, 3  # three leading entries no parameter uses
+    names = tuple(f"p{k}" for k in range(len(param_shapes)))
+    for name, shape in zip(names, param_shapes, strict=True):
+        if shape is not None:
+            size = int(np.prod(shape))
+            spans[name] = (offset, offset + size, shape)
+            offset += size
+    vector = rng.normal(size=offset + 2) * 0.5 + 1.0  # and two trailing ones
+    out_shape = np.shape(op(*inputs, *(None if s is None else rng.normal(size=s)
+                                       for s in param_shapes), **kwargs))
+    cotangent = rng.normal(size=out_shape)  # random, never all-ones
+
+    def bound(v, *xs):
+        return anp.sum(call_with_params(op, tuple(xs), TracedParams(v, spans), names,
+                                        **kwargs) * cotangent)
+
+    def plain(v, *xs):
+        views = {name: parameter_view(v, *span) for name, span in spans.items()}
+        return anp.sum(op(*xs, *(views.get(name) for name in names), **kwargs) * cotangent)
+
+    argnums = tuple(range(1 + len(inputs)))
+    got = autograd.grad(bound, argnums)(vector, *inputs)
+    want = autograd.grad(plain, argnums)(vector, *inputs)
+    assert bound(vector, *inputs) == plain(vector, *inputs)
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_array_equal(g, w, err_msg=f"argument {k}")
+    assert not got[0][:3].any() and not got[0][offset:].any()
+    assert all(got[0][start:stop].any() for start, stop, _ in spans.values())
+
+
+def test_traced_params_read_like_the_dict_they_hold():
+    rng = np.random.default_rng(8)
+    params = {"a.w": rng.normal(size=(2, 3)), "a.b": rng.normal(size=3), "c": rng.normal(size=2)}
+    layout = FlatLayout(params)
+    traced = TracedParams(layout.flatten(params), layout.spans)
+    assert list(traced) == list(params) and len(traced) == 3 and "c" in traced
+    np.testing.assert_array_equal(traced["a.w"], params["a.w"])
+    under = traced.under("a")
+    assert list(under) == ["w", "b"] and "c" not in under and under.get("x") is None
+    np.testing.assert_array_equal(under["b"], params["a.b"])

@@ -16,9 +16,12 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, primitive
 
+from pnref.autograd_ops import make_primitive
 from pnref.nn.conv import conv2d
 
 __all__ = [
+    "affine",
+    "channel_bias",
     "dense",
     "conv2d",
     "avg_pool2d",
@@ -34,13 +37,31 @@ def _affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return x @ weight + bias
 
 
-_affine_primitive = primitive(_affine)
-defvjp(
-    _affine_primitive,
-    lambda ans, x, weight, bias: lambda g: g @ weight.T,
-    lambda ans, x, weight, bias: lambda g: x.T @ g,
-    lambda ans, x, weight, bias: lambda g: g.sum(axis=0),
-)
+def _affine_vjp(g: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                bias: np.ndarray) -> tuple[np.ndarray, ...]:
+    return g @ weight.T, x.T @ g, g.sum(axis=0)
+
+
+#: ``x @ weight + bias`` as one primitive (`dense`; the models call it through
+#: `pnref.nn.flat_params.call_with_params`).
+affine = make_primitive(_affine, _affine_vjp, (0, 1, 2))
+
+
+def _channel_bias(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x + bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _channel_bias_vjp(g: np.ndarray, x: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, ...]:
+    return g, g.sum(axis=(0, *range(2, g.ndim)))
+
+
+channel_bias = make_primitive(_channel_bias, _channel_bias_vjp, (0, 1))
+channel_bias.__doc__ = """``x + bias`` with ``bias`` (C,) along the channel axis 1 of ``x``.
+
+    Equations
+    ---------
+    out[n, c, ...] = x[n, c, ...] + bias[c];   dx = g,   dbias[c] = sum over all but c of g
+    """
 
 
 def dense(x: Any, weight: Any, bias: Any | None = None) -> Any:
@@ -62,7 +83,7 @@ def dense(x: Any, weight: Any, bias: Any | None = None) -> Any:
         raise ValueError(
             "dense expects x (N, D_in), weight (D_in, D_out) and bias (D_out,); got shapes "
             f"{np.shape(x)}, {np.shape(weight)}, {np.shape(bias)}")
-    return _affine_primitive(x, weight, bias)
+    return affine(x, weight, bias)
 
 
 def _pool_windows(x: Any, size: int) -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 
 from pnref import autograd_ops as ops
 from pnref.nn import layers
+from pnref.nn.flat_params import TracedParams, call_with_params
 from pnref.nn.norm_layer import NormSpec, apply_norm, init_norm, parse_norm
 
 __all__ = ["CNN", "MLP", "build_model"]
@@ -29,12 +30,14 @@ __all__ = ["CNN", "MLP", "build_model"]
 Params = dict[str, np.ndarray]
 
 
-def _sub(tree: dict, prefix: str) -> dict:
+def _sub(tree: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
     """Entries of ``tree`` under ``prefix.``, with the prefix removed.
 
     Only the matching entries are read: under autograd every read of a traced dict is a
-    node of the graph.
+    node of the graph (a `TracedParams` is not read at all: the same vector, renamed).
     """
+    if isinstance(tree, TracedParams):
+        return tree.under(prefix)
     start = prefix + "."
     return {k[len(start):]: tree[k] for k in list(tree) if k.startswith(start)}
 
@@ -73,10 +76,12 @@ class _Network:
         return out
 
     def _weight(self, params: Any, name: str, output_axis: int) -> Any:
-        w = params[name]
+        """``params[name]``, standardized with a ``ws`` norm (the read and the
+        standardization one node, `call_with_params`)."""
         if self.spec.weight_std:
-            w = ops.weight_standardization(w, axis=output_axis)
-        return w
+            return call_with_params(ops.weight_standardization, (), params, (name,),
+                                    axis=output_axis)
+        return params[name]
 
 
 @dataclass
@@ -137,11 +142,14 @@ class MLP(_Network):
         h = layers.flatten(x)
         new_state: Params = {}
         for i in range(len(self.hidden)):
-            w = self._weight(params, f"dense{i}.weight", output_axis=1)
-            h = layers.dense(h, w, params.get(f"dense{i}.bias"))
+            if f"dense{i}.bias" in params:  # no norm: x @ weight + bias, one node
+                h = call_with_params(layers.affine, (h,), params,
+                                     (f"dense{i}.weight", f"dense{i}.bias"))
+            else:
+                h = layers.dense(h, self._weight(params, f"dense{i}.weight", output_axis=1))
             h = self._norm(params, state, new_state, f"norm{i}", h,
                            activation=self.activation, training=training)
-        logits = layers.dense(h, params["head.weight"], params["head.bias"])
+        logits = call_with_params(layers.affine, (h,), params, ("head.weight", "head.bias"))
         return logits, new_state
 
 
@@ -194,9 +202,14 @@ class CNN(_Network):
             params[f"{name}.bias"] = np.zeros(c_out)
 
     def _conv(self, params: Any, name: str, x: Any) -> Any:
-        out = layers.conv2d(x, self._weight(params, f"{name}.weight", output_axis=0))
-        bias = params.get(f"{name}.bias")
-        return out if bias is None else out + bias[:, None, None]
+        """Convolution (weight read inside its node) and, without a norm, the bias."""
+        if self.spec.weight_std:
+            out = layers.conv2d(x, self._weight(params, f"{name}.weight", output_axis=0))
+        else:
+            out = call_with_params(layers.conv2d, (x,), params, (f"{name}.weight",))
+        if f"{name}.bias" in params:
+            out = call_with_params(layers.channel_bias, (out,), params, (f"{name}.bias",))
+        return out
 
     def init(self, rng: np.random.Generator) -> tuple[Params, Params]:
         """He-initialized weights, zero biases, norms at their identity initialization."""
@@ -243,8 +256,8 @@ class CNN(_Network):
                 r = self._norm(params, state, new_state, f"stage{s}.res.norm2", r,
                                activation=None, training=training)
                 h = ops.activation(h + r, self.activation)
-        logits = layers.dense(layers.global_avg_pool(h), params["head.weight"],
-                              params["head.bias"])
+        logits = call_with_params(layers.affine, (layers.global_avg_pool(h),), params,
+                                  ("head.weight", "head.bias"))
         return logits, new_state
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from pnref import autograd_ops as ops
+from pnref.nn.flat_params import call_with_params
 from pnref.norms import batch_norm_running_update
 
 __all__ = ["NORMS", "NormSpec", "parse_norm", "init_norm", "apply_norm"]
@@ -180,7 +181,9 @@ def apply_norm(
         The output of a dense or convolution layer (traced by autograd when a gradient is
         taken, hence ``Any``).
     params, state : mapping of str to array
-        From `init_norm`; the values of ``params`` may be traced like ``x``.
+        From `init_norm`; the values of ``params`` may be traced like ``x`` (a
+        `pnref.nn.flat_params.TracedParams`: the block and its parameters are then one
+        autograd node).
     activation : str or None
         The activation that follows, or None for a norm not followed by one.
     training : bool
@@ -194,19 +197,20 @@ def apply_norm(
         return (x if activation is None else ops.activation(x, activation)), state
     if spec.proxy and activation is not None:
         groups = spec.groups if spec.kind == "gn" else None
-        out = ops.norm_pn_act(
-            x, params["gamma"], params["beta"], params["gamma_tilde"], params["beta_tilde"],
+        out = call_with_params(
+            ops.norm_pn_act, (x,), params, ("gamma", "beta", "gamma_tilde", "beta_tilde"),
             norm=spec.kind, groups=groups, norm_eps=spec.eps, activation=activation,
             eps=spec.pn_eps, backend=spec.backend,
         )
         return out, state
-    gamma, beta = params["gamma"], params.get("beta")
     if activation is None or (spec.kind == "bn" and not training):
-        y, new_state = _normalize(spec, x, gamma, beta, state, training)
+        y, new_state = _normalize(spec, x, params["gamma"], params.get("beta"), state,
+                                  training)
         return (y if activation is None else ops.activation(y, activation)), new_state
     new_state = _running_update(x, state) if spec.kind == "bn" else state
-    out = ops.norm_act(
-        x, gamma, beta, norm=spec.kind, groups=spec.groups if spec.kind == "gn" else None,
-        norm_eps=spec.eps, activation=activation, backend=spec.backend,
+    out = call_with_params(
+        ops.norm_act, (x,), params, ("gamma", "beta"), norm=spec.kind,
+        groups=spec.groups if spec.kind == "gn" else None, norm_eps=spec.eps,
+        activation=activation, backend=spec.backend,
     )
     return out, new_state
