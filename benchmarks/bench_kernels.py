@@ -19,6 +19,8 @@ Rows:
    their forward's saved tensors.
    ``numba, public VJP``: forward + backward as ``pnref.norm_pn_act`` then
    ``pnref.norm_pn_act_vjp`` (which validates again and recomputes the statistics).
+   ``numba, forward into out=``: the forward writing into an existing array
+   (``out=``), without the allocation and first touch of a new one.
 2. ``numpy``: the reference (``backend="numpy"``).
 3. ``torch eager``: PyTorch on the CPU as a user would write it: ``F.group_norm`` + affine +
    ``relu`` + the proxy moments as torch ops; forward under ``torch.no_grad()``, forward +
@@ -32,6 +34,8 @@ Rows:
    judged on it. ``floor, new array`` is ``x.copy()``: the same traffic plus what any
    function returning a fresh array pays (the allocation, and the kernel's zeroing of the
    new pages, which dominates for arrays larger than malloc's 32 MiB mmap threshold).
+   The forward is compared like with like: into an existing array against ``copyto``, and
+   returning a new array against ``x.copy()``.
 
 A row whose package is missing (or whose compiler fails) is skipped with the reason printed.
 "forward + backward" is one forward call plus one VJP call. The rows are timed in
@@ -118,11 +122,22 @@ def make_inputs(shape: tuple[int, ...], seed: int = 0):
     return x, dout, params
 
 
+_PNREF_OPTIONS = {"norm": "gn", "groups": GROUPS, "activation": "relu", "eps": EPS,
+                  "method": "quantile", "n": N_POINTS, "norm_eps": NORM_EPS}
+
+
+def pnref_forward_into(x, params):
+    """The fused forward writing into an existing array (``out=``), the kernels' own
+    cost: what the ``copyto`` floor measures for a copy."""
+    out = np.empty_like(x)
+    out.fill(0.0)  # pages touched once, here
+    return lambda: pnref.norm_pn_act(x, *params, **_PNREF_OPTIONS, backend="numba", out=out)
+
+
 def pnref_calls(x, dout, params, backend: str, *, saving: bool = False):
     """(forward, forward + backward) calls of pnref; with ``saving``, the backward reads
     the forward's statistics (the training-step path)."""
-    kw = {"norm": "gn", "groups": GROUPS, "activation": "relu", "eps": EPS,
-          "method": "quantile", "n": N_POINTS, "norm_eps": NORM_EPS, "backend": backend}
+    kw = {**_PNREF_OPTIONS, "backend": backend}
 
     def forward():
         return pnref.norm_pn_act(x, *params, **kw)
@@ -259,6 +274,7 @@ def load_average() -> str:
 PEERS = ("torch eager (CPU)", "torch.compile (inductor)", "jax jit (CPU)")
 FLOORS = ("memory floor (copyto)", "floor, new array (copy)")
 FAST = "numba (fused kernels)"
+INTO = "numba, forward into out="
 
 
 def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
@@ -282,6 +298,7 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
     for name, (forward, forward_backward) in pairs.items():
         calls[name + "|fwd"] = forward
         calls[name + "|f+b"] = forward_backward
+    calls[INTO + "|fwd"] = pnref_forward_into(x, params)
     calls.update(copies)
     times = interleaved_times(calls, rounds)
     # JAX last, in its own rounds: XLA's worker threads keep spinning for a while after a
@@ -299,13 +316,16 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
         times.update(interleaved_times({"numpy (reference)|f+b": forward_backward},
                                        reference_repeats, block=1, settle=False))
 
-    def row(name: str, clock: int) -> tuple[list[float], list[float]]:
-        """(forward, forward + backward) times of a row; a floor's f+b is 2.5 copies."""
+    def row(name: str, clock: int) -> tuple[list[float], list[float] | None]:
+        """(forward, forward + backward) times of a row; a floor's f+b is 2.5 copies;
+        the forward into ``out=`` has no f+b."""
         if name in copies:
             return times[name][clock], [2.5 * t for t in times[name][clock]]
+        if name == INTO:
+            return times[name + "|fwd"][clock], None
         return times[name + "|fwd"][clock], times[name + "|f+b"][clock]
 
-    names = [FAST, "numba, public VJP", "numpy (reference)", *PEERS, *FLOORS]
+    names = [FAST, INTO, "numba, public VJP", "numpy (reference)", *PEERS, *FLOORS]
     if skip_numpy:
         skipped["numpy (reference)"] = "--skip-numpy"
     print(f"\nx {shape} float32 ({x.nbytes / 2**20:.0f} MiB), GN {GROUPS} groups, ReLU, "
@@ -320,7 +340,12 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
                 print(f"{name:<26}  skipped: {skipped[name]}")
                 continue
             fwd, fb = row(name, clock)
-            med_fwd, med_fb = statistics.median(fwd), statistics.median(fb)
+            med_fwd = statistics.median(fwd)
+            if fb is None:
+                print(f"{name:<26}{med_fwd * 1e3:>12.3f}{'-':>12}"
+                      f"{med_fwd / statistics.median(fast_fwd):>13.2f}{'-':>13}")
+                continue
+            med_fb = statistics.median(fb)
             print(f"{name:<26}{med_fwd * 1e3:>12.3f}{med_fb * 1e3:>12.3f}"
                   f"{med_fwd / statistics.median(fast_fwd):>13.2f}"
                   f"{med_fb / statistics.median(fast_fb):>13.2f}")
@@ -329,6 +354,10 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
             floor_fwd, floor_fb = row(floor, clock)
             print(f"  numba / {floor}: forward {paired_ratio(fast_fwd, floor_fwd):.2f}x, "
                   f"forward + backward {paired_ratio(fast_fb, floor_fb):.2f}x")
+        into_fwd = row(INTO, clock)[0]
+        print(f"  like with like: {INTO} / {FLOORS[0]}: forward "
+              f"{paired_ratio(into_fwd, row(FLOORS[0], clock)[0]):.2f}x; numba (a new array) "
+              f"/ {FLOORS[1]}: forward {paired_ratio(fast_fwd, row(FLOORS[1], clock)[0]):.2f}x")
         for peer in PEERS:
             if peer not in skipped:
                 peer_fwd, peer_fb = row(peer, clock)

@@ -18,6 +18,8 @@ __all__ = [
     "per_channel",
     "channel_shape",
     "result_dtype",
+    "check_out",
+    "write_out",
 ]
 
 
@@ -92,3 +94,36 @@ def per_channel(p, channels: int, name: str) -> np.ndarray | None:
             f"got shape {arr.shape}"
         )
     return arr
+
+
+def check_out(out, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """Validate an ``out=`` argument: None, or a writable ndarray of ``shape`` and ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        ``out`` is not a plain ndarray, or has another dtype than the result's (no silent
+        cast: the caller would lose precision without knowing).
+    ValueError
+        ``out`` has another shape than the result's, or is read-only.
+    """
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"out must be a NumPy ndarray or None, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have the result's shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the result's dtype {np.dtype(dtype)} (the widest "
+                        f"floating dtype of the arguments), got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writable, got a read-only array")
+    return out
+
+
+def write_out(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``result``, or ``out`` holding it (already checked by `check_out`)."""
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out

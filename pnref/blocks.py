@@ -71,6 +71,7 @@ def norm_pn_act(
     n: int | None = None,
     axis: int = 1,
     backend: str = "numpy",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""A norm without affine followed by PN-Act (Proxy Normalization block).
 
@@ -97,11 +98,17 @@ def norm_pn_act(
         The channel axis.
     backend : {"numpy", "numba"}
         Reference NumPy (default) or fused Numba kernels.
+    out : ndarray or None
+        Where to write the result, as NumPy's ``out=``: shape of ``x``, the result's dtype
+        (the widest floating dtype of the arguments), writable; returned. A caller that
+        keeps the buffer skips the allocation and first touch of a new array (for large
+        arrays that costs about as much as a copy, docs/performance.md). The result is
+        the same bits either way; ``out`` may be ``x`` itself.
 
     Returns
     -------
     ndarray
-        Shape of ``x``.
+        Shape of ``x`` (``out`` when given).
 
     Equations
     ---------
@@ -111,7 +118,7 @@ def norm_pn_act(
     """
     return _implementation(backend).norm_pn_act(
         x, gamma, beta, gamma_tilde, beta_tilde, norm=norm, groups=groups, norm_eps=norm_eps,
-        activation=activation, eps=eps, method=method, n=n, axis=axis)
+        activation=activation, eps=eps, method=method, n=n, axis=axis, out=out)
 
 
 def norm_pn_act_vjp(
@@ -171,6 +178,7 @@ def norm_act(
     activation: str | Activation = "relu",
     axis: int = 1,
     backend: str = "numpy",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""A norm with its per-channel affine followed by an activation (BN/LN/IN/GN baselines).
 
@@ -179,13 +187,13 @@ def norm_act(
     x : ndarray, shape (N, ..., C, ...)
     gamma, beta : ndarray (C,) or None
         The norm's affine; ``None`` means 1 and 0.
-    norm, groups, norm_eps, activation, axis, backend
+    norm, groups, norm_eps, activation, axis, backend, out
         As for `norm_pn_act`.
 
     Returns
     -------
     ndarray
-        Shape of ``x``.
+        Shape of ``x`` (``out`` when given).
 
     Equations
     ---------
@@ -193,7 +201,7 @@ def norm_act(
     """
     return _implementation(backend).norm_act(
         x, gamma, beta, norm=norm, groups=groups, norm_eps=norm_eps, activation=activation,
-        axis=axis)
+        axis=axis, out=out)
 
 
 def norm_act_vjp(

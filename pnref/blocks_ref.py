@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pnref._validation import as_float_array, check_eps, result_dtype
+from pnref._validation import as_float_array, check_eps, check_out, result_dtype, write_out
 from pnref.activations import Activation
 from pnref.norms import (
     batch_norm,
@@ -127,6 +127,7 @@ def norm_pn_act(
     method: str = "quantile",
     n: int | None = None,
     axis: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""A norm without affine followed by PN-Act: the Proxy Normalization block.
 
@@ -144,6 +145,9 @@ def norm_pn_act(
         The norm's epsilon (inside the square root of the data variance), >= 0.
     activation, eps, method, n, axis
         As for `pnref.pn_act.pn_act`.
+    out : ndarray or None
+        Where to write the result (shape of ``x``, the result's dtype, writable);
+        returned. See `pnref.blocks.norm_pn_act`.
 
     Returns
     -------
@@ -159,14 +163,15 @@ def norm_pn_act(
                        / \sqrt{v_c + \epsilon}
     """
     x, x64, norm_eps, normalize, _ = _prepare(x, norm, groups, norm_eps)
+    dtype = _block_dtype(x=x, gamma=gamma, beta=beta, gamma_tilde=gamma_tilde,
+                         beta_tilde=beta_tilde)
+    out = check_out(out, x.shape, dtype)
     xhat = normalize(x64, norm_eps, axis)
-    out = pn_act(
+    result = pn_act(
         xhat, gamma, beta, gamma_tilde, beta_tilde,
         activation=activation, eps=eps, method=method, n=n, axis=axis,
     )
-    dtype = _block_dtype(x=x, gamma=gamma, beta=beta, gamma_tilde=gamma_tilde,
-                         beta_tilde=beta_tilde)
-    return out.astype(dtype, copy=False)
+    return write_out(result.astype(dtype, copy=False), out)
 
 
 def norm_pn_act_vjp(
@@ -235,6 +240,7 @@ def norm_act(
     norm_eps: float = 1e-5,
     activation: str | Activation = "relu",
     axis: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""A norm with its per-channel affine followed by an activation: BN, LN, IN, GN baselines.
 
@@ -248,6 +254,8 @@ def norm_act(
         As for `norm_pn_act`.
     activation : str or Activation
         The activation ``phi``.
+    out : ndarray or None
+        As for `norm_pn_act`.
 
     Returns
     -------
@@ -260,9 +268,11 @@ def norm_act(
         \mathrm{out} = \phi(\gamma_c\, \hat x + \beta_c), \qquad \hat x = \mathrm{norm}(x)
     """
     x, x64, norm_eps, normalize, _ = _prepare(x, norm, groups, norm_eps)
+    dtype = _block_dtype(x=x, gamma=gamma, beta=beta)
+    out = check_out(out, x.shape, dtype)
     xhat = normalize(x64, norm_eps, axis)
-    out = act(xhat, gamma, beta, activation=activation, axis=axis)
-    return out.astype(_block_dtype(x=x, gamma=gamma, beta=beta), copy=False)
+    result = act(xhat, gamma, beta, activation=activation, axis=axis)
+    return write_out(result.astype(dtype, copy=False), out)
 
 
 def norm_act_vjp(

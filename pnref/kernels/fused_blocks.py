@@ -33,9 +33,11 @@ from pnref import blocks_ref
 from pnref._validation import (
     as_float_array,
     check_eps,
+    check_out,
     normalize_axis,
     per_channel,
     result_dtype,
+    write_out,
 )
 from pnref.activations import Activation
 from pnref.kernels._activation_rows import ACTIVATION_CODES
@@ -101,6 +103,20 @@ class _Plan:
         arr3 = np.ascontiguousarray(arr.reshape(shape3), dtype=dtype)
         # Numba compiles read-only arrays separately: hand it a writable copy instead.
         return arr3 if arr3.flags.writeable else arr3.copy()
+
+    def view_3d(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+        """``arr`` as the 3-d array of `to_3d` *without copying* (for the kernels to write
+        into), or None when ``arr`` has another dtype or a layout that would need a copy."""
+        if arr.dtype != dtype or not arr.flags.writeable:
+            return None
+        if self.moved:
+            arr = np.moveaxis(arr, self.channel_axis, -1)
+        shape3 = ((self.shape[0], -1, self.channels) if self.channels_last
+                  else (self.shape[0], self.channels, -1))
+        arr3 = arr.reshape(shape3)  # a view when the layout allows, else a copy
+        if not (arr3.flags.c_contiguous and np.shares_memory(arr3, arr)):
+            return None
+        return arr3
 
     def from_3d(self, arr3: np.ndarray) -> np.ndarray:
         """Inverse of `to_3d` (a view)."""
@@ -232,11 +248,25 @@ def _unit_total(plan: _Plan) -> int:
 
 
 def _run_forward(x, plan: _Plan, norm_eps, gamma64, beta64, proxy_mean, inv_std, phi,
-                 out_dtype) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                 out_dtype, out=None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The forward's output and its statistics (mean, inverse std per sample block and
-    channel), which `_run_backward` can reuse."""
-    x3 = plan.to_3d(x, _kernel_dtype(out_dtype))
-    out3 = np.empty_like(x3)
+    channel), which `_run_backward` can reuse.
+
+    ``out`` (checked by `check_out`, or None): the kernels write into it directly when
+    its layout is the kernels' own and it shares no memory with ``x`` (or is ``x``
+    itself: each element is read before it is written, at the same place); otherwise
+    into a new array, copied into ``out`` at the end. The same bits either way.
+    """
+    kernel_dtype = _kernel_dtype(out_dtype)
+    x3 = plan.to_3d(x, kernel_dtype)
+    # Straight into out: when out is x, a layout view_3d accepts is also to_3d's, so the
+    # kernels then read and write the same array, in place.
+    out3 = None
+    if out is not None and (out is x or not np.may_share_memory(out, x)):
+        out3 = plan.view_3d(out, kernel_dtype)
+    direct = out3 is not None
+    if out3 is None:
+        out3 = np.empty_like(x3)
     statistics = np.empty((2, plan.sample_blocks, plan.channels))
     code, alpha = _activation_code(phi)
     units = _unit_total(plan)
@@ -245,7 +275,10 @@ def _run_forward(x, plan: _Plan, norm_eps, gamma64, beta64, proxy_mean, inv_std,
                 plan.channels_per_stat, norm_eps, gamma64, beta64, proxy_mean, inv_std,
                 code, alpha, out3, statistics[0], statistics[1]),
                units, _thread_count(x3.size, units))
-    return plan.from_3d(out3).astype(out_dtype, copy=False), (statistics[0], statistics[1])
+    statistics_pair = (statistics[0], statistics[1])
+    if direct:
+        return out, statistics_pair
+    return write_out(plan.from_3d(out3).astype(out_dtype, copy=False), out), statistics_pair
 
 
 def _run_backward(dout, x, plan: _Plan, norm_eps, gamma64, beta64, proxy_mean, inv_std, phi,
@@ -427,6 +460,7 @@ def norm_pn_act(
     method: str = "quantile",
     n: int | None = None,
     axis: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Fused norm (no affine) -> PN-Act; same contract as `pnref.blocks_ref.norm_pn_act`.
 
@@ -436,13 +470,14 @@ def norm_pn_act(
         Batch on axis 0, channels on ``axis``, 0 to any number of spatial axes.
     gamma, beta, gamma_tilde, beta_tilde : ndarray (C,)
         PN-Act parameters; the tilde ones may be ``None`` (zeros, not learned).
-    norm, groups, norm_eps, activation, eps, method, n, axis
-        As for `pnref.blocks_ref.norm_pn_act`.
+    norm, groups, norm_eps, activation, eps, method, n, axis, out
+        As for `pnref.blocks_ref.norm_pn_act`; the kernels write into ``out`` directly
+        when its layout allows.
 
     Returns
     -------
     ndarray
-        Shape of ``x``, widest floating dtype of the arguments.
+        Shape of ``x``, widest floating dtype of the arguments (``out`` when given).
 
     Equations
     ---------
@@ -458,10 +493,12 @@ def norm_pn_act(
     if setup is None:
         return blocks_ref.norm_pn_act(
             x, gamma, beta, gamma_tilde, beta_tilde, norm=norm, groups=groups,
-            norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis)
+            norm_eps=norm_eps, activation=activation, eps=eps, method=method, n=n, axis=axis,
+            out=out)
+    dtype = result_dtype(x, *setup.params)
+    out = check_out(out, x.shape, dtype)
     return _run_forward(x, setup.plan, setup.norm_eps, setup.gamma64, setup.beta64,
-                        setup.proxy_mean, setup.inv_std, setup.phi,
-                        result_dtype(x, *setup.params))[0]
+                        setup.proxy_mean, setup.inv_std, setup.phi, dtype, out)[0]
 
 
 def norm_pn_act_vjp(
@@ -604,12 +641,12 @@ class _ActSetup:
     gamma64: np.ndarray  # ones when absent
     beta64: np.ndarray  # zeros when absent
 
-    def run_forward(self, x, out_dtype):
+    def run_forward(self, x, out_dtype, out=None):
         """The fused forward with proxy mean 0 and inverse proxy std 1: the output and the
-        norm statistics (which `run_backward` can reuse)."""
+        norm statistics (which `run_backward` can reuse); ``out`` as for `_run_forward`."""
         channels = self.plan.channels
         return _run_forward(x, self.plan, self.norm_eps, self.gamma64, self.beta64,
-                            np.zeros(channels), np.ones(channels), self.phi, out_dtype)
+                            np.zeros(channels), np.ones(channels), self.phi, out_dtype, out)
 
     def run_backward(self, dout, x, out_dtype, statistics=None):
         """The fused backward; the proxy-moment sums it also returns go unused."""
@@ -654,6 +691,7 @@ def norm_act(
     norm_eps: float = 1e-5,
     activation: str | Activation = "relu",
     axis: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Fused norm with affine -> activation; same contract as `pnref.blocks_ref.norm_act`.
 
@@ -662,13 +700,13 @@ def norm_act(
     x : ndarray, shape (N, ..., C, ...)
     gamma, beta : ndarray (C,) or None
         The norm's affine; ``None`` means 1 and 0.
-    norm, groups, norm_eps, activation, axis
-        As for `pnref.blocks_ref.norm_act`.
+    norm, groups, norm_eps, activation, axis, out
+        As for `pnref.blocks_ref.norm_act` (and ``out`` as for `norm_pn_act`).
 
     Returns
     -------
     ndarray
-        Shape of ``x``, widest floating dtype of the arguments.
+        Shape of ``x``, widest floating dtype of the arguments (``out`` when given).
 
     Equations
     ---------
@@ -678,8 +716,10 @@ def norm_act(
     x, setup = _act_setup(x, gamma, beta, norm, groups, norm_eps, activation, axis)
     if setup is None:
         return blocks_ref.norm_act(x, gamma, beta, norm=norm, groups=groups,
-                                   norm_eps=norm_eps, activation=activation, axis=axis)
-    return setup.run_forward(x, result_dtype(x, setup.gamma, setup.beta))[0]
+                                   norm_eps=norm_eps, activation=activation, axis=axis,
+                                   out=out)
+    dtype = result_dtype(x, setup.gamma, setup.beta)
+    return setup.run_forward(x, dtype, check_out(out, x.shape, dtype))[0]
 
 
 def norm_act_vjp(
