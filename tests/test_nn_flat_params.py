@@ -179,3 +179,21 @@ def test_traced_params_read_like_the_dict_they_hold():
     under = traced.under("a")
     assert list(under) == ["w", "b"] and "c" not in under and under.get("x") is None
     np.testing.assert_array_equal(under["b"], params["a.b"])
+
+
+def test_call_with_params_names_an_argument_the_op_has_no_gradient_for():
+    """An op whose VJP covers only ``x``: reading its second argument from the traced vector
+    is refused when the gradient is taken, naming the op and the position."""
+    def scaled(x, w):
+        return x * w
+
+    op = ops.make_primitive(scaled, lambda g, x, w: (g * w,), (0,))
+    x = np.random.default_rng(9).normal(size=3)
+    spans = {"w": (0, 3, (3,))}
+
+    def loss(v):
+        return anp.sum(call_with_params(op, (x,), TracedParams(v, spans), ("w",)))
+
+    assert loss(np.arange(3.0)) == np.sum(x * np.arange(3.0))
+    with pytest.raises(NotImplementedError, match=r"scaled has no gradient for .*\[1\]"):
+        autograd.grad(loss)(np.arange(3.0))

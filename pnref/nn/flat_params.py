@@ -133,6 +133,10 @@ def _bound_op_vjp_maker(argnums, ans, args, kwargs):
     if 0 in argnums:
         positions += [first_param + k for k, span in enumerate(call.spans) if span is not None]
     positions = tuple(positions)
+    unknown = [p for p in positions if p not in op.grad_positions]
+    if unknown:
+        raise NotImplementedError(
+            f"{getattr(op, '__name__', op)} has no gradient for positional argument(s) {unknown}")
     space = vspace(vector) if 0 in argnums else None
 
     def backward(g):
