@@ -5,11 +5,15 @@ and the memory floor.
     python benchmarks/bench_kernels.py --threads 1   # Numba and torch on one thread each
     python benchmarks/bench_kernels.py --skip-dram   # leave out the 128 MiB case
     python benchmarks/bench_kernels.py --skip-numpy  # leave out the (slow) NumPy reference
+    python benchmarks/bench_kernels.py --dtype float64   # everyone's arithmetic in float64
 
 Case: group norm (8 groups, no affine) -> PN-Act (ReLU, quantile proxy moments, n = 200,
 eps = 0.03), float32, channels-first; at (32, 64, 32, 32) (8 MiB, fits a 32 MiB L3), at the
 DRAM-bound (32, 64, 128, 128) (128 MiB, four times that L3), and at a training-sized
-(8, 32, 8, 8), where per-call overhead dominates.
+(8, 32, 8, 8), where per-call overhead dominates. (Sizes are for float32; ``--dtype
+float64`` doubles them. The fused kernels compute in float64 whatever the data's dtype;
+torch.compile and JAX compute in the data's dtype, so float64 data compares equal
+arithmetic.)
 
 Rows:
 
@@ -112,12 +116,12 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def make_inputs(shape: tuple[int, ...], seed: int = 0):
+def make_inputs(shape: tuple[int, ...], seed: int = 0, dtype=np.float32):
     rng = np.random.default_rng(seed)
     channels = shape[1]
-    x = rng.normal(size=shape).astype(np.float32)
-    dout = rng.normal(size=shape).astype(np.float32)
-    params = [(rng.normal(size=channels) * 0.1 + (1.0 if i == 0 else 0.0)).astype(np.float32)
+    x = rng.normal(size=shape).astype(dtype)
+    dout = rng.normal(size=shape).astype(dtype)
+    params = [(rng.normal(size=channels) * 0.1 + (1.0 if i == 0 else 0.0)).astype(dtype)
               for i in range(4)]
     return x, dout, params
 
@@ -172,7 +176,7 @@ def torch_calls(x, dout, params, *, compiled: bool):
     except ImportError:
         return "torch is not installed (pip install 'pnref[torch]')"
 
-    points = torch.from_numpy(_official_points(np.float32))
+    points = torch.from_numpy(_official_points(x.dtype))
     xt = torch.from_numpy(x)
     doutt = torch.from_numpy(dout)
     leaves = [torch.from_numpy(p.copy()) for p in params]
@@ -218,7 +222,9 @@ def jax_calls(x, dout, params):
     except ImportError:
         return "jax is not installed (pip install jax)"
 
-    points = jnp.asarray(_official_points(np.float32))
+    if x.dtype == np.float64:  # else JAX computes float64 data in float32
+        jax.config.update("jax_enable_x64", True)
+    points = jnp.asarray(_official_points(x.dtype))
 
     def block(x_in, gamma, beta, gamma_tilde, beta_tilde):
         n, c = x_in.shape[:2]
@@ -278,9 +284,9 @@ INTO = "numba, forward into out="
 
 
 def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
-             skip_numpy: bool = False) -> None:
+             skip_numpy: bool = False, dtype=np.float32) -> None:
     """Time every row on one case, interleaved, and print wall-clock and CPU-time tables."""
-    x, dout, params = make_inputs(shape)
+    x, dout, params = make_inputs(shape, dtype=dtype)
     skipped: dict[str, str] = {}
     pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         FAST: pnref_calls(x, dout, params, "numba", saving=True),
@@ -328,7 +334,7 @@ def run_case(shape: tuple[int, ...], rounds: int, reference_repeats: int,
     names = [FAST, INTO, "numba, public VJP", "numpy (reference)", *PEERS, *FLOORS]
     if skip_numpy:
         skipped["numpy (reference)"] = "--skip-numpy"
-    print(f"\nx {shape} float32 ({x.nbytes / 2**20:.0f} MiB), GN {GROUPS} groups, ReLU, "
+    print(f"\nx {shape} {x.dtype} ({x.nbytes / 2**20:.0f} MiB), GN {GROUPS} groups, ReLU, "
           f"PN quantile n={N_POINTS}; {rounds} interleaved rounds; "
           f"load average after: {load_average()}")
     for clock, label in ((0, "wall-clock"), (1, "process CPU time")):
@@ -375,7 +381,11 @@ def main() -> None:
                         help="leave out the NumPy reference rows (minutes on the 128 MiB case)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for Numba and torch (default: their defaults, all cores)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="data dtype (default float32; the kernels compute in float64 "
+                             "either way, torch.compile and JAX in the data's dtype)")
     args = parser.parse_args()
+    dtype = np.dtype(args.dtype)
     import numba
 
     if args.threads is not None:
@@ -397,10 +407,10 @@ def main() -> None:
 
     warmup(jobs=1)
     print(f"kernel warm-up (compile or load from cache): {time.perf_counter() - start:.2f} s")
-    run_case((32, 64, 32, 32), args.repeats, max(3, args.repeats // 4), args.skip_numpy)
+    run_case((32, 64, 32, 32), args.repeats, max(3, args.repeats // 4), args.skip_numpy, dtype)
     if not args.skip_dram:
-        run_case(DRAM_SHAPE, max(5, args.repeats // 3), 3, args.skip_numpy)
-    run_case((8, 32, 8, 8), args.repeats * 5, args.repeats, args.skip_numpy)
+        run_case(DRAM_SHAPE, max(5, args.repeats // 3), 3, args.skip_numpy, dtype)
+    run_case((8, 32, 8, 8), args.repeats * 5, args.repeats, args.skip_numpy, dtype)
     print(f"\nload average after: {load_average()}")
 
 
