@@ -50,6 +50,16 @@ def copy_golden_cases(directory, case_ids, *, seal=True):
     return manifest
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a subprocess that a test interrupts with SIGINT: Ctrl-C's default
+    action restored in the child. A shell starts background jobs with SIGINT ignored, and
+    an ignored signal stays ignored across exec (Python then installs no KeyboardInterrupt
+    handler): without this, such a test would pass or fail by how the suite was launched."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def skips_are_failures() -> bool:
     """True under CI: the ``CI`` environment variable is set to anything but ``0``/``false``."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

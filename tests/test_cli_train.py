@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 from pnref.cli import main
 from pnref.nn import DIVERGENCE_FACTOR
@@ -162,6 +163,7 @@ def test_ctrl_c_writes_the_metrics_so_far(tmp_path):
         [sys.executable, "-m", "pnref", "train", "--dataset", "synthetic", "--model", "mlp",
          "--widths", "16", "--norm", "ln", "--epochs", "40", "--output", str(output)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=default_sigint,
     )
     # Not a terminal: the bar writes a line every 10 % of the 40 x 25 steps, so the first line
     # comes after 100 steps with 900 to go when the signal is sent.

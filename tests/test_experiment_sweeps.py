@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 from pnref.experiments import batch_size
 from pnref.experiments.batch_size import (
@@ -165,7 +166,7 @@ def test_sigint_to_parallel_sweep_keeps_every_finished_run(tmp_path):
                "synthetic", "--batch-sizes", "64", "--seeds", "0", "1", "2", "3", "--epochs",
                "1", "--widths", "4", "4", "--no-plot", "--jobs", "2", "--out-dir", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=default_sigint)
     while _data_rows(csv_path) == 0 and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, process.communicate()  # still running: 36 runs planned
