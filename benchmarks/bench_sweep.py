@@ -159,4 +159,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the temporary worktree is already removed (main's finally)
+        print("bench_sweep: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -19,7 +19,6 @@ Example
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 
@@ -35,6 +34,7 @@ from pnref.blocks import norm_pn_act as _norm_pn_act
 from pnref.blocks import norm_pn_act_vjp as _norm_pn_act_vjp
 from pnref.pn_act import act as _act
 from pnref.pn_act import act_vjp as _act_vjp
+from pnref.pn_act import activation_by_name as _activation_by_name
 from pnref.pn_act import pn_act as _pn_act
 from pnref.pn_act import pn_act_vjp as _pn_act_vjp
 
@@ -215,16 +215,10 @@ act = make_primitive(_act, _act_vjp, (0, 1, 2))
 pn_act = make_primitive(_pn_act, _pn_act_vjp, (0, 1, 2, 3, 4))
 
 
-@functools.lru_cache(maxsize=64)
-def _activation_named(name, params: tuple) -> Activation:
-    """`pnref.activation` (``name``, ``dict(params)``), built once per distinct call: a
-    training step applies the same activation several times, forward and backward."""
-    return _make_activation(name, **dict(params))
-
-
 def _activation_of(name, params: dict) -> Activation:
+    """The activation by name, built once per distinct call (`pnref.pn_act.activation_by_name`)."""
     try:
-        return _activation_named(name, tuple(sorted(params.items())))
+        return _activation_by_name(name, tuple(sorted(params.items())))
     except TypeError:  # an unhashable argument: let `pnref.activation` judge it
         return _make_activation(name, **params)
 
@@ -248,43 +242,32 @@ activation.__doc__ = """Elementwise activation ``phi(z)`` by name (see `pnref.ac
 # --- fused blocks (``backend="numpy"`` or ``"numba"``) -------------------------------------
 
 
-def _norm_act_saving(*args, backend: str = "numpy", **kwargs):
-    """`pnref.blocks.norm_act`; with ``backend="numba"`` also the kernels' saved set-up."""
-    if backend == "numba":
-        from pnref.kernels.fused_blocks import norm_act_saving
+def _fused_block(reference, reference_vjp, kernel_saving: str, kernel_vjp_saved: str,
+                 grad_positions: tuple[int, ...]):
+    """The primitive of a block of `pnref.blocks` (``reference``, by ``backend``) whose
+    backward reuses what the forward saved: with ``backend="numba"``, the kernels'
+    validated set-up and norm statistics (`pnref.kernels.fused_blocks.<kernel_saving>` and
+    ``<kernel_vjp_saved>``, imported on first use so that Numba loads only when asked);
+    with the NumPy reference nothing is saved and ``reference_vjp`` runs."""
+    def saving(*args, backend: str = "numpy", **kwargs):
+        if backend == "numba":
+            from pnref.kernels import fused_blocks
 
-        return norm_act_saving(*args, **kwargs)
-    return _norm_act(*args, backend=backend, **kwargs), None
+            return getattr(fused_blocks, kernel_saving)(*args, **kwargs)
+        return reference(*args, backend=backend, **kwargs), None
 
+    def vjp_saved(g, saved, positions):
+        from pnref.kernels import fused_blocks
 
-def _norm_act_vjp_saved(g, saved, positions):
-    from pnref.kernels.fused_blocks import norm_act_vjp_saved
+        grads = getattr(fused_blocks, kernel_vjp_saved)(g, saved)
+        return tuple(grads[p] for p in positions)
 
-    grads = norm_act_vjp_saved(g, saved)
-    return tuple(grads[p] for p in positions)
-
-
-_norm_act_saving.__doc__ = _norm_act.__doc__
-norm_act = make_primitive_with_residuals(_norm_act_saving, _norm_act_vjp_saved, _norm_act_vjp,
-                                         (0, 1, 2))
-
-
-def _norm_pn_act_saving(*args, backend: str = "numpy", **kwargs):
-    """`pnref.blocks.norm_pn_act`; with ``backend="numba"`` also the kernels' saved set-up."""
-    if backend == "numba":
-        from pnref.kernels.fused_blocks import norm_pn_act_saving
-
-        return norm_pn_act_saving(*args, **kwargs)
-    return _norm_pn_act(*args, backend=backend, **kwargs), None
+    saving.__name__ = saving.__qualname__ = f"_{kernel_saving}"
+    saving.__doc__ = reference.__doc__
+    return make_primitive_with_residuals(saving, vjp_saved, reference_vjp, grad_positions)
 
 
-def _norm_pn_act_vjp_saved(g, saved, positions):
-    from pnref.kernels.fused_blocks import norm_pn_act_vjp_saved
-
-    grads = norm_pn_act_vjp_saved(g, saved)
-    return tuple(grads[p] for p in positions)
-
-
-_norm_pn_act_saving.__doc__ = _norm_pn_act.__doc__
-norm_pn_act = make_primitive_with_residuals(
-    _norm_pn_act_saving, _norm_pn_act_vjp_saved, _norm_pn_act_vjp, (0, 1, 2, 3, 4))
+norm_act = _fused_block(_norm_act, _norm_act_vjp, "norm_act_saving", "norm_act_vjp_saved",
+                        (0, 1, 2))
+norm_pn_act = _fused_block(_norm_pn_act, _norm_pn_act_vjp, "norm_pn_act_saving",
+                           "norm_pn_act_vjp_saved", (0, 1, 2, 3, 4))

@@ -47,10 +47,14 @@ __all__ = ["act", "act_vjp", "pn_act", "pn_act_vjp", "resolve_activation"]
 
 
 @functools.lru_cache(maxsize=64)
-def _activation_by_name(name: str) -> Activation:
-    """`pnref.activation` (``name``) with default parameters, built once per name: a
-    training step resolves the same names at every layer, forward and backward."""
-    return make_activation(name)
+def activation_by_name(name: str, params: tuple = ()) -> Activation:
+    """`pnref.activation` (``name``, ``**dict(params)``), built once per distinct pair: a
+    training step resolves the same names at every layer, forward and backward.
+
+    ``params`` is a sorted tuple of ``(name, value)`` pairs (hashable). The instance is
+    shared between callers: treat it as read-only (as `Activation` is frozen).
+    """
+    return make_activation(name, **dict(params))
 
 
 def resolve_activation(activation: str | Activation) -> Activation:
@@ -63,7 +67,7 @@ def resolve_activation(activation: str | Activation) -> Activation:
     if isinstance(activation, Activation):
         return activation
     if isinstance(activation, str):
-        return _activation_by_name(activation)
+        return activation_by_name(activation)
     raise TypeError(
         "activation must be an activation name (str) or a pnref.activations.Activation, "
         f"got {type(activation).__name__}"
